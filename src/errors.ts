@@ -1,0 +1,49 @@
+/**
+ * Error codes that callers branch on. Every other failure is a plain Error
+ * with a message naming the database, the object key or the position.
+ */
+export type WalshipErrorCode =
+  /** A replica holds no generation (nothing to restore). */
+  | 'NO_GENERATION'
+  /** A frame, LZ4 block or object failed its checksum. */
+  | 'CHECKSUM_MISMATCH'
+  /** The WAL or the replica does not continue the last known position. */
+  | 'WAL_TRUNCATED'
+  /** An object, file or database does not exist. */
+  | 'NOT_FOUND'
+  /** A flag, config value or path given by the user is invalid. */
+  | 'INVALID_INPUT'
+  /** A replica's objects are missing or out of order. */
+  | 'CORRUPT_REPLICA';
+
+/** An error with a stable code; the message names the value or object involved. */
+export class WalshipError extends Error {
+  override name = 'WalshipError';
+  readonly code: WalshipErrorCode;
+
+  constructor(code: WalshipErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** Reports whether an error is a WalshipError with the given code. */
+export function hasCode(err: unknown, code: WalshipErrorCode): boolean {
+  return err instanceof WalshipError && err.code === code;
+}
+
+/** Returns an error's message, including the messages of its causes. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && depth < 5; depth++) {
+    if (cur instanceof Error) {
+      if (!parts.some((p) => p.includes(cur instanceof Error ? cur.message : ''))) parts.push(cur.message);
+      cur = cur.cause;
+    } else {
+      parts.push(String(cur));
+      break;
+    }
+  }
+  return parts.join(': ');
+}

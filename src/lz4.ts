@@ -1,0 +1,292 @@
+import { compressSync, uncompressSync } from 'lz4-napi';
+import xxhash from 'xxhash-wasm';
+
+/**
+ * LZ4 frame format (lz4 spec v1.6.1) written and read one block at a time, so
+ * a multi-GiB snapshot streams through bounded memory. lz4-napi compresses
+ * single blocks; the frame around them is assembled here.
+ *
+ * Frames carry the same descriptor the Go library behind Litestream writes by
+ * default: independent 4 MiB blocks, no block checksums, a content checksum
+ * (xxh32, seed 0) after the end mark. Every object walship stores is one such frame.
+ */
+
+/** Bytes of input that go into one block. */
+export const BLOCK_SIZE = 4 * 1024 * 1024;
+
+const MAGIC = 0x184d2204;
+const SKIPPABLE_MIN = 0x184d2a50;
+const SKIPPABLE_MAX = 0x184d2a5f;
+const UNCOMPRESSED_BIT = 0x80000000;
+const BLOCK_MAX_SIZES: Record<number, number> = { 4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20 };
+
+// FLG 0x64: version 01, independent blocks, content checksum. BD 0x70: 4 MiB blocks.
+// The third byte is the header checksum, (xxh32(FLG, BD) >> 8) & 0xff.
+const FRAME_HEADER = Buffer.from([0x04, 0x22, 0x4d, 0x18, 0x64, 0x70, 0xb9]);
+
+type Hasher = Awaited<ReturnType<typeof xxhash>>;
+let hasherPromise: Promise<Hasher> | undefined;
+
+/** Loads the xxHash WebAssembly module once per thread. */
+export function loadHasher(): Promise<Hasher> {
+  hasherPromise ??= xxhash();
+  return hasherPromise;
+}
+
+/** An error in an LZ4 frame: truncated, malformed, or failing its checksum. */
+export class LZ4FrameError extends Error {
+  override name = 'LZ4FrameError';
+}
+
+/**
+ * Encodes input as one LZ4 frame, block by block. Call `push` for every piece
+ * of input in order, then `finish`; each call returns the frame bytes that are
+ * ready. Input is cut into 4 MiB blocks whatever the size of the pieces.
+ */
+export class LZ4FrameEncoder {
+  #hash: ReturnType<Hasher['create32']>;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #started = false;
+
+  constructor(hasher: Hasher) {
+    this.#hash = hasher.create32(0);
+  }
+
+  /** Adds input and returns the encoded blocks that are complete. */
+  push(input: Uint8Array): Buffer[] {
+    const out: Buffer[] = [];
+    if (!this.#started) {
+      out.push(FRAME_HEADER);
+      this.#started = true;
+    }
+    if (input.length === 0) return out;
+    this.#hash.update(input);
+    this.#pending.push(Buffer.from(input.buffer, input.byteOffset, input.length));
+    this.#pendingBytes += input.length;
+
+    while (this.#pendingBytes >= BLOCK_SIZE) {
+      const all = Buffer.concat(this.#pending, this.#pendingBytes);
+      out.push(...encodeBlock(all.subarray(0, BLOCK_SIZE)));
+      const rest = all.subarray(BLOCK_SIZE);
+      this.#pending = rest.length > 0 ? [rest] : [];
+      this.#pendingBytes = rest.length;
+    }
+    return out;
+  }
+
+  /** Flushes the last block, the end mark and the content checksum. */
+  finish(): Buffer[] {
+    const out: Buffer[] = [];
+    if (!this.#started) {
+      out.push(FRAME_HEADER);
+      this.#started = true;
+    }
+    if (this.#pendingBytes > 0) {
+      out.push(...encodeBlock(Buffer.concat(this.#pending, this.#pendingBytes)));
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(this.#hash.digest() >>> 0, 4);
+    out.push(trailer);
+    return out;
+  }
+}
+
+/** Compresses one block; stores it raw when compression would not shrink it. */
+function encodeBlock(block: Buffer): Buffer[] {
+  // lz4-napi prepends the uncompressed size as 4 bytes; the frame format does not use it.
+  const compressed = compressSync(block).subarray(4);
+  const size = Buffer.alloc(4);
+  if (compressed.length < block.length) {
+    size.writeUInt32LE(compressed.length);
+    return [size, compressed];
+  }
+  size.writeUInt32LE((block.length | UNCOMPRESSED_BIT) >>> 0);
+  return [size, block];
+}
+
+/** Encodes a whole buffer as one LZ4 frame. */
+export async function encodeFrame(input: Uint8Array): Promise<Buffer> {
+  const enc = new LZ4FrameEncoder(await loadHasher());
+  return Buffer.concat([...enc.push(input), ...enc.finish()]);
+}
+
+/**
+ * Decodes one LZ4 frame fed in arbitrary pieces. `push` returns decoded output
+ * as it becomes available; `finish` throws unless the frame ended with a valid
+ * end mark and content checksum. Bytes after the first frame are ignored, as
+ * Litestream's reader does; skippable frames before it are skipped.
+ */
+export class LZ4FrameDecoder {
+  #hasher: Hasher;
+  #hash: ReturnType<Hasher['create32']> | undefined;
+  #buf: Buffer = Buffer.alloc(0);
+  #state: 'magic' | 'skip' | 'descriptor' | 'block' | 'checksum' | 'done' = 'magic';
+  #skip = 0;
+  #blockChecksum = false;
+  #contentChecksum = false;
+  #blockMax = BLOCK_SIZE;
+  #total = 0;
+  #sawInput = false;
+
+  constructor(hasher: Hasher) {
+    this.#hasher = hasher;
+  }
+
+  /** Total decoded bytes so far. */
+  get decodedBytes(): number {
+    return this.#total;
+  }
+
+  /** Adds frame bytes and returns the decoded data they complete. */
+  push(input: Uint8Array): Buffer[] {
+    if (input.length > 0) this.#sawInput = true;
+    if (this.#state === 'done') return [];
+    this.#buf = this.#buf.length === 0 ? Buffer.from(input) : Buffer.concat([this.#buf, input]);
+    const out: Buffer[] = [];
+    while (this.#step(out));
+    return out;
+  }
+
+  /** Checks that the frame is complete; an empty input decodes as empty. */
+  finish(): void {
+    if (this.#state === 'done') return;
+    if (!this.#sawInput) return;
+    throw new LZ4FrameError(`truncated LZ4 frame: input ended in the ${this.#state} section after ${this.#total} decoded bytes`);
+  }
+
+  #step(out: Buffer[]): boolean {
+    const buf = this.#buf;
+    switch (this.#state) {
+      case 'magic': {
+        if (buf.length < 4) return false;
+        const magic = buf.readUInt32LE(0);
+        if (magic >= SKIPPABLE_MIN && magic <= SKIPPABLE_MAX) {
+          if (buf.length < 8) return false;
+          this.#skip = buf.readUInt32LE(4);
+          this.#consume(8);
+          this.#state = 'skip';
+          return true;
+        }
+        if (magic !== MAGIC) throw new LZ4FrameError(`not an LZ4 frame: magic 0x${magic.toString(16)}`);
+        this.#consume(4);
+        this.#state = 'descriptor';
+        return true;
+      }
+      case 'skip': {
+        const n = Math.min(this.#skip, buf.length);
+        this.#consume(n);
+        this.#skip -= n;
+        if (this.#skip > 0) return false;
+        this.#state = 'magic';
+        return true;
+      }
+      case 'descriptor':
+        return this.#readDescriptor();
+      case 'block':
+        return this.#readBlock(out);
+      case 'checksum': {
+        if (buf.length < 4) return false;
+        const expected = buf.readUInt32LE(0);
+        const actual = this.#hash!.digest() >>> 0;
+        if (expected !== actual) {
+          throw new LZ4FrameError(`LZ4 content checksum mismatch: stored 0x${expected.toString(16)}, computed 0x${actual.toString(16)}`);
+        }
+        this.#consume(4);
+        this.#state = 'done';
+        return false;
+      }
+      case 'done':
+        return false;
+    }
+  }
+
+  #readDescriptor(): boolean {
+    const buf = this.#buf;
+    if (buf.length < 2) return false;
+    const flg = buf[0]!;
+    const bd = buf[1]!;
+    if (flg >> 6 !== 1) throw new LZ4FrameError(`unsupported LZ4 frame version ${flg >> 6}`);
+    const hasContentSize = (flg & 0x08) !== 0;
+    const hasDictId = (flg & 0x01) !== 0;
+    const length = 2 + (hasContentSize ? 8 : 0) + (hasDictId ? 4 : 0) + 1;
+    if (buf.length < length) return false;
+    if (hasDictId) throw new LZ4FrameError('LZ4 frames with a dictionary id are not supported');
+
+    const hc = (this.#hasher.h32Raw(buf.subarray(0, length - 1), 0) >>> 8) & 0xff;
+    if (hc !== buf[length - 1]) throw new LZ4FrameError('LZ4 frame header checksum mismatch');
+
+    const blockMax = BLOCK_MAX_SIZES[(bd >> 4) & 0x7];
+    if (blockMax === undefined) throw new LZ4FrameError(`invalid LZ4 block size code ${(bd >> 4) & 0x7}`);
+    this.#blockMax = blockMax;
+    this.#blockChecksum = (flg & 0x10) !== 0;
+    this.#contentChecksum = (flg & 0x04) !== 0;
+    this.#hash = this.#hasher.create32(0);
+    this.#consume(length);
+    this.#state = 'block';
+    return true;
+  }
+
+  #readBlock(out: Buffer[]): boolean {
+    const buf = this.#buf;
+    if (buf.length < 4) return false;
+    const word = buf.readUInt32LE(0);
+
+    // The end mark: a zero size, then the content checksum when the frame has one.
+    if (word === 0) {
+      this.#consume(4);
+      if (this.#contentChecksum) {
+        this.#state = 'checksum';
+        return true;
+      }
+      this.#state = 'done';
+      return false;
+    }
+
+    const size = word & ~UNCOMPRESSED_BIT & 0xffffffff;
+    if (size > this.#blockMax) throw new LZ4FrameError(`LZ4 block of ${size} bytes exceeds the frame's ${this.#blockMax}-byte maximum`);
+    const total = 4 + size + (this.#blockChecksum ? 4 : 0);
+    if (buf.length < total) return false;
+
+    const data = buf.subarray(4, 4 + size);
+    let decoded: Buffer;
+    if ((word & UNCOMPRESSED_BIT) !== 0) {
+      decoded = Buffer.from(data);
+    } else {
+      decoded = decodeBlock(data, this.#blockMax);
+    }
+    this.#hash!.update(decoded);
+    this.#total += decoded.length;
+    out.push(decoded);
+    this.#consume(total);
+    return true;
+  }
+
+  #consume(n: number): void {
+    this.#buf = this.#buf.subarray(n);
+  }
+}
+
+/** Decompresses one raw LZ4 block whose output is at most `maxSize` bytes. */
+function decodeBlock(data: Buffer, maxSize: number): Buffer {
+  // lz4-napi reads the output size from a 4-byte prefix; the maximum block size
+  // serves as an upper bound and the result has the real length.
+  const prefixed = Buffer.alloc(4 + data.length);
+  prefixed.writeUInt32LE(maxSize, 0);
+  data.copy(prefixed, 4);
+  try {
+    return uncompressSync(prefixed);
+  } catch (err) {
+    throw new LZ4FrameError(`corrupt LZ4 block: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Decodes a whole LZ4 frame held in memory. */
+export async function decodeFrame(input: Uint8Array): Promise<Buffer> {
+  const dec = new LZ4FrameDecoder(await loadHasher());
+  const out = dec.push(input);
+  dec.finish();
+  return Buffer.concat(out);
+}

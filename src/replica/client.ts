@@ -1,0 +1,80 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Settings of one replica client, plain data so that it crosses into worker
+ * threads unchanged. Each worker builds its own client from it.
+ */
+export type ReplicaClientConfig = FileClientConfig | S3ClientConfig;
+
+/** A replica in a local directory, written through a temporary file and a rename. */
+export interface FileClientConfig {
+  type: 'file';
+  /** Absolute directory that holds `generations/`. */
+  root: string;
+}
+
+/** A replica in an S3 or S3-compatible bucket. */
+export interface S3ClientConfig {
+  type: 's3';
+  bucket: string;
+  /** Key prefix that holds `generations/`, without leading or trailing `/`; may be empty. */
+  prefix: string;
+  /** Region; defaults to us-east-1 when an endpoint is set and the SDK's chain finds none. */
+  region?: string;
+  /** Endpoint URL for S3-compatible stores (MinIO, R2, B2, Ceph). Unset means AWS. */
+  endpoint?: string;
+  /** Use path-style URLs (`endpoint/bucket/key`). Defaults to true when an endpoint is set. */
+  forcePathStyle?: boolean;
+  /** Accept any TLS certificate from the endpoint. */
+  skipVerify?: boolean;
+  /** Static credentials; unset means the SDK's default provider chain. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  sessionToken?: string;
+  /** Bytes per multipart part. Defaults to 8 MiB. */
+  partSize?: number;
+}
+
+/** One object found by a listing. */
+export interface ObjectInfo {
+  /** Key relative to the client's root or prefix, `/`-separated. */
+  key: string;
+  /** Stored size in bytes. */
+  size: number;
+  /** Store timestamp: S3 LastModified, or file mtime. */
+  lastModified: Date;
+}
+
+/** Result of a listing with a delimiter. */
+export interface ListResult {
+  objects: ObjectInfo[];
+  /** Sub-folder keys directly under the listed prefix, each ending in `/`. */
+  prefixes: string[];
+}
+
+/**
+ * A key-value view of one replica location. Keys are relative to the client's
+ * root (a directory for `file`, a key prefix for `s3`) and use `/`.
+ *
+ * Contract:
+ * - `get` and `getStream` reject with a WalshipError of code NOT_FOUND when the key does not exist.
+ * - `list` returns every object under a prefix (all pages), sorted by key; with
+ *   `delimiter: true` it returns only direct children and the sub-folders beneath.
+ *   A prefix that does not exist lists as empty.
+ * - `put` makes the object visible only once all its bytes are stored.
+ * - `delete` ignores keys that do not exist.
+ * - Errors name the operation, the bucket or directory and the key; they never
+ *   carry credentials.
+ */
+export interface ReplicaClient {
+  readonly type: 'file' | 's3';
+  /** Human-readable location, e.g. `s3://bucket/databases/users` or `file:///backups/users`. */
+  readonly location: string;
+  put(key: string, body: Buffer | Readable): Promise<void>;
+  get(key: string): Promise<Buffer>;
+  getStream(key: string): Promise<Readable>;
+  list(prefix: string, options?: { delimiter?: boolean }): Promise<ListResult>;
+  delete(keys: string[]): Promise<void>;
+  /** Releases sockets and handles. */
+  close(): Promise<void>;
+}
