@@ -1,4 +1,18 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+import { parseDocument } from 'yaml';
+
+import { ConfigFields } from './config-fields.js';
+import { expandHome, resolveReplica } from './config-replica.js';
+import type { Env, ReplicaDefaults } from './config-replica.js';
+import { WalshipError } from './errors.js';
+import type { Logger } from './logger.js';
+import { checkDistinctDatabases, checkDistinctPrefixes, nameFromPath, sanitizeName } from './naming.js';
 import type { ReplicaClientConfig } from './replica/client.js';
+
+export { parseReplicaUrl } from './replica-url.js';
+export { parseDuration } from './duration.js';
 
 /**
  * Resolved settings of walship: defaults, then the config file, then flags.
@@ -64,3 +78,204 @@ export const DEFAULTS = Object.freeze({
   logLevel: 'info',
   logFormat: 'text' as const,
 });
+
+/** Options of loadConfigFile and parseConfig. */
+export interface LoadConfigOptions {
+  /** Replace `$VAR` and `${VAR}` in the file text before parsing (unset variables become empty). Defaults to true. */
+  expandEnv?: boolean;
+  /** Environment for expansion and credentials. Defaults to process.env. */
+  env?: Env;
+  /** Receives warnings about accepted keys that have no effect. */
+  logger?: Logger;
+}
+
+/** Log levels accepted by `logging.level` and `-log-level`. */
+export const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error'];
+
+// Keys of the top level, of `logging:` and of a database entry.
+const TOP_KEYS = ['dbs', 'addr', 'access-key-id', 'secret-access-key', 'logging'];
+const LOGGING_KEYS = ['level', 'type', 'stderr'];
+const DB_KEYS = [
+  'path',
+  'name',
+  'meta-path',
+  'monitor-interval',
+  'checkpoint-interval',
+  'min-checkpoint-page-count',
+  'max-checkpoint-page-count',
+  'busy-timeout',
+  'replicas',
+  'replica',
+];
+
+/**
+ * Loads a config file: a Litestream v0.3 config is accepted unchanged, plus
+ * walship's `name:` per database. Throws WalshipError INVALID_INPUT naming
+ * the file (with line and column for malformed YAML), the database, the
+ * replica and the key at fault.
+ */
+export async function loadConfigFile(file: string, options: LoadConfigOptions = {}): Promise<Config> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'cannot be read';
+    throw new WalshipError('INVALID_INPUT', `config file ${file} ${reason}; pass -config PATH with an existing file`, { cause: err });
+  }
+  return parseConfig(text, file, options);
+}
+
+/** Parses the text of a config file; `source` names the file in errors. */
+export function parseConfig(text: string, source: string, options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const expanded = options.expandEnv === false ? text : expandEnv(text, env);
+
+  // The failsafe schema keeps every scalar as written (`bucket: 0123` stays a
+  // string), and ConfigFields converts each key to its type.
+  const doc = parseDocument(expanded, { schema: 'failsafe' });
+  const first = doc.errors[0];
+  if (first !== undefined) {
+    const at = first.linePos?.[0];
+    const where = at ? ` at line ${at.line}, column ${at.col}` : '';
+    const reason = first.message.split(' at line ')[0];
+    throw new WalshipError('INVALID_INPUT', `malformed YAML in ${source}${where}: ${reason}; fix the file and try again`, { cause: first });
+  }
+
+  return resolveConfig(doc.toJS(), source, { env, logger: options.logger });
+}
+
+/**
+ * Resolves a parsed config (the YAML mapping, or one built from flags with
+ * the same keys) into a Config with defaults applied, then checks that no two
+ * databases share a path, a name or a replica location.
+ */
+export function resolveConfig(raw: unknown, source: string, options: Pick<LoadConfigOptions, 'env' | 'logger'> = {}): Config {
+  const top = new ConfigFields(raw, source);
+  if (top.written('exec')) {
+    throw top.error('exec (run a command beside replication) is not supported by walship; start the application separately and remove exec');
+  }
+
+  const defaults = {
+    accessKeyId: top.string('access-key-id'),
+    secretAccessKey: top.string('secret-access-key'),
+    env: options.env ?? process.env,
+    logger: options.logger,
+  };
+  const entries = top.list('dbs') ?? [];
+  const dbs = entries.map((entry, i) => resolveDatabase(entry, i, source, defaults));
+
+  const config: Config = { dbs, logLevel: DEFAULTS.logLevel, logFormat: DEFAULTS.logFormat };
+  const addr = top.string('addr');
+  if (addr !== undefined) config.addr = checkAddr(addr, top);
+  applyLogging(top.fields('logging', `${source}, logging`), config);
+  top.rejectUnknown([], `; top-level keys are ${TOP_KEYS.join(', ')}`);
+
+  top.within(() => checkDistinctDatabases(dbs));
+  top.within(() => checkDistinctPrefixes(dbs));
+  return config;
+}
+
+/**
+ * Replaces `$VAR` and `${VAR}` with environment values, as Litestream does to
+ * the whole file text (comments included); unset variables become empty.
+ * A `$` followed by anything else stays as written.
+ */
+export function expandEnv(text: string, env: Env = process.env): string {
+  return text.replace(/\$(?:\{([^}]*)\}|([A-Za-z0-9_]+))/g, (_match, braced: string | undefined, bare: string | undefined) => {
+    return env[braced ?? bare ?? ''] ?? '';
+  });
+}
+
+/** Resolves one entry of `dbs:`. */
+function resolveDatabase(entry: unknown, index: number, source: string, defaults: ReplicaDefaults): DatabaseConfig {
+  const unnamed = new ConfigFields(entry, `${source}, database ${index + 1}`);
+  const rawPath = unnamed.string('path');
+  if (rawPath === undefined) throw unnamed.error('path is missing; give the database file as path: /data/app.db');
+
+  const dbPath = path.resolve(expandHome(rawPath));
+  const fields = new ConfigFields(entry, `${source}, database ${dbPath}`);
+  fields.string('path');
+
+  const givenName = fields.stringAllowEmpty('name');
+  const name = fields.within(() => (givenName === undefined ? nameFromPath(dbPath) : sanitizeName(givenName)));
+  const metaPath = fields.string('meta-path');
+
+  const db: DatabaseConfig = {
+    path: dbPath,
+    name,
+    metaPath: metaPath === undefined ? defaultMetaPath(dbPath) : path.resolve(expandHome(metaPath)),
+    monitorInterval: fields.duration('monitor-interval') ?? DEFAULTS.monitorInterval,
+    checkpointInterval: fields.duration('checkpoint-interval') ?? DEFAULTS.checkpointInterval,
+    minCheckpointPageCount: fields.integer('min-checkpoint-page-count', 1) ?? DEFAULTS.minCheckpointPageCount,
+    maxCheckpointPageCount: fields.integer('max-checkpoint-page-count', 0) ?? DEFAULTS.maxCheckpointPageCount,
+    busyTimeout: fields.duration('busy-timeout') ?? DEFAULTS.busyTimeout,
+    replicas: resolveReplicas(fields, name, defaults),
+  };
+  fields.rejectUnknown([], `; database keys are ${DB_KEYS.join(', ')}`);
+
+  if (db.replicas.length === 0) defaults.logger?.warn({ db: name }, `${fields.where}: no replicas configured; nothing will be shipped`);
+  return db;
+}
+
+/** Resolves `replicas:` (or Litestream v0.5's single `replica:`) and checks that names are unique. */
+function resolveReplicas(fields: ConfigFields, dbName: string, defaults: ReplicaDefaults): ReplicaConfig[] {
+  if (fields.has('replicas') && fields.has('replica')) throw fields.error('set either replicas: (a list) or replica: (one), not both');
+  const single = fields.raw('replica');
+  const entries = single === undefined ? (fields.list('replicas') ?? []) : [single];
+
+  const replicas: ReplicaConfig[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const label = replicaLabel(entry, i);
+    const replica = resolveReplica(new ConfigFields(entry, `${fields.where}, ${label}`), dbName, defaults);
+
+    if (replicas.some((r) => r.name === replica.name)) {
+      throw fields.error(`two replicas are named "${replica.name}"; give each replica a distinct name:`);
+    }
+    replicas.push(replica);
+  }
+  return replicas;
+}
+
+/** Names a replica entry for messages: `replica 2 "backup"`, or `replica 2` before its name is known. */
+function replicaLabel(entry: unknown, index: number): string {
+  const name = entry !== null && typeof entry === 'object' ? (entry as Record<string, unknown>).name : undefined;
+  return typeof name === 'string' && name !== '' ? `replica ${index + 1} "${name}"` : `replica ${index + 1}`;
+}
+
+/** Applies `logging.level` and `logging.type`; `logging.stderr` is accepted because walship always logs to stderr. */
+function applyLogging(logging: ConfigFields | undefined, config: Config): void {
+  if (logging === undefined) return;
+
+  const level = logging.string('level')?.toLowerCase();
+  if (level !== undefined) config.logLevel = checkLogLevel(level, logging);
+
+  const type = logging.string('type')?.toLowerCase();
+  if (type !== undefined && type !== 'text' && type !== 'json') {
+    throw logging.error(`type "${type}" is not a log format; use text or json`);
+  }
+  if (type !== undefined) config.logFormat = type;
+
+  logging.boolean('stderr');
+  logging.rejectUnknown([], `; logging keys are ${LOGGING_KEYS.join(', ')}`);
+}
+
+/** Returns a log level, mapping Litestream's `warning` to `warn`. */
+function checkLogLevel(level: string, fields: ConfigFields): string {
+  const normalized = level === 'warning' ? 'warn' : level;
+  if (!LOG_LEVELS.includes(normalized)) throw fields.error(`level "${level}" is not a log level; use ${LOG_LEVELS.join(', ')}`);
+  return normalized;
+}
+
+/** Checks that `addr` has a port, as `:9090` or `127.0.0.1:9090`. */
+function checkAddr(addr: string, fields: ConfigFields): string {
+  const port = /:(\d+)$/.exec(addr)?.[1];
+  if (port === undefined || Number(port) > 65535) {
+    throw fields.error(`addr "${addr}" needs a port; write it as :9090 or 127.0.0.1:9090`);
+  }
+  return addr;
+}
+
+/** Returns the default directory of walship's local state: `<dir>/.<file>-walship`. */
+export function defaultMetaPath(dbPath: string): string {
+  return path.join(path.dirname(dbPath), `.${path.basename(dbPath)}-walship`);
+}

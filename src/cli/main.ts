@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+
+import { describeError } from '../errors.js';
+import { longFlagsOf, normalizeFlags } from './args.js';
+import { replicateCommand } from './replicate.js';
+import { restoreCommand } from './restore.js';
+import { versionCommand } from './version.js';
+
+/** Creates the walship program with its subcommands. */
+function createProgram(): Command {
+  const program = new Command('walship')
+    .description('Continuous replication of SQLite databases to S3 and local directories, in the Litestream v0.3 format.')
+    .addCommand(replicateCommand())
+    .addCommand(restoreCommand())
+    .addCommand(versionCommand())
+    .addHelpText(
+      'after',
+      `
+Long flags take one dash or two, as Litestream's do: -dsn PATH, --dsn PATH, -config=PATH.
+Durations use Go syntax: 500ms, 1s, 1h30m. Run "walship COMMAND --help" for a command's flags.`,
+    );
+
+  // Usage errors, like unknown flags, exit 1 as Litestream's do; their message names the flag.
+  for (const command of [program, ...program.commands]) command.showHelpAfterError('(run with --help for usage)');
+  return program;
+}
+
+/** Runs walship with command-line arguments and returns the exit code. */
+async function main(argv: readonly string[]): Promise<number> {
+  const program = createProgram();
+  try {
+    await program.parseAsync(normalizeFlags(argv, longFlagsOf(program)), { from: 'user' });
+    return 0;
+  } catch (err) {
+    process.stderr.write(`error: ${describeError(err)}\n`);
+    return 1;
+  }
+}
+
+// Exit explicitly: open sockets of the S3 client's connection pool would
+// otherwise keep the process alive after the command finished.
+process.exit(await main(process.argv.slice(2)));

@@ -1,0 +1,527 @@
+import { EventEmitter } from 'node:events';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+
+import type { DatabaseConfig } from './config.js';
+import { WalshipError } from './errors.js';
+import { isGeneration, MAX_INDEX } from './keys.js';
+import type { Logger } from './logger.js';
+import { Mutex } from './mutex.js';
+import { formatPos, ZERO_POS } from './pos.js';
+import type { Pos } from './pos.js';
+import { ShadowWal, fsyncPath, readRange } from './shadow-wal.js';
+import { copyFrames, readWalState, verifyWal } from './wal-capture.js';
+import type { Verdict } from './wal-capture.js';
+import { WAL_HEADER_SIZE, frameSize } from './wal.js';
+import { openConnections, checkSqliteVersion } from './sqlite.js';
+import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
+
+/** What a snapshot reads: the database file through walship's long-lived descriptor. */
+export interface SnapshotSource {
+  generation: string;
+  index: number;
+  /** Descriptor of the database file, shared with worker threads; never close it. */
+  fd: number;
+  /** Database file size when the snapshot started. */
+  size: number;
+}
+
+/** Events a DB emits: `change` after new frames were captured, `generation` on a new generation. */
+export interface DBEvents {
+  change: [pos: Pos];
+  generation: [generation: string, reason: string];
+}
+
+/**
+ * One replicated database: captures committed WAL frames into shadow WAL
+ * files, owns checkpointing, and starts new generations when continuity with
+ * what it copied cannot be proven.
+ *
+ * Modes: closed -> open (sync loop running) -> closed. Every change to the
+ * shadow WAL happens inside `sync`, which runs one at a time. Checkpoints,
+ * snapshots and generation changes also take the coordinator mutex, so they
+ * never overlap.
+ */
+export class DB extends EventEmitter<DBEvents> {
+  readonly config: DatabaseConfig;
+  readonly name: string;
+  readonly walPath: string;
+  readonly log: Logger;
+
+  #conn: Connections | undefined;
+  #fd: number | undefined;
+  #pageSize = 4096;
+  #generation = '';
+  #shadow: ShadowWal | undefined;
+  // True while the shadow holds every frame of the current incarnation and
+  // SQLite had checkpointed all of it under walship's watch; see verifyWal.
+  #complete = false;
+  #lastCheckpoint = Date.now();
+  #lastCheckpointAttempt = 0;
+  #syncMutex = new Mutex();
+  #coordinator = new Mutex();
+  #timer: NodeJS.Timeout | undefined;
+  #watcher: fs.FSWatcher | undefined;
+  #closed = true;
+  #lastError = '';
+  #lastErrorAt = 0;
+
+  constructor(config: DatabaseConfig, logger: Logger) {
+    super();
+    this.config = config;
+    this.name = config.name;
+    this.walPath = `${config.path}-wal`;
+    this.log = logger.child({ db: config.name });
+  }
+
+  /** Directory holding the shadow WAL files of one generation. */
+  shadowDir(generation: string): string {
+    return path.join(this.config.metaPath, 'generations', generation, 'wal');
+  }
+
+  /** Current position: the end of what has been captured into the shadow WAL. */
+  pos(): Pos {
+    if (!this.#generation || !this.#shadow) return ZERO_POS;
+    return { generation: this.#generation, index: this.#shadow.index, offset: this.#shadow.size };
+  }
+
+  /** Page size of the database. */
+  get pageSize(): number {
+    return this.#pageSize;
+  }
+
+  /**
+   * Opens the database for replication: checks it, switches it to WAL mode,
+   * takes the long-running read transaction, loads or starts the generation,
+   * and starts watching the WAL. Errors name the database path.
+   */
+  async open(): Promise<void> {
+    await checkDatabaseFile(this.config.path);
+    checkSqliteVersion();
+
+    this.#conn = openConnections(this.config.path, this.config.busyTimeout);
+    this.#pageSize = this.#conn.pageSize;
+    // Litestream keeps one descriptor open for the process's life for the same
+    // reason: closing any descriptor of the database file drops every POSIX lock
+    // this process holds on it, including SQLite's. Snapshots read through it.
+    this.#fd = fs.openSync(this.config.path, 'r');
+    this.#closed = false;
+
+    await fsp.mkdir(this.config.metaPath, { recursive: true });
+    await removeTempFiles(this.config.metaPath);
+    await this.#loadState();
+
+    this.log.info({ path: this.config.path, meta: this.config.metaPath, pos: formatPos(this.pos()) }, 'database opened');
+    await this.sync();
+    this.#startMonitor();
+  }
+
+  /**
+   * Stops watching, runs a last sync, and closes the connections. The
+   * read-only connection closes last so that SQLite does not delete the WAL,
+   * which keeps the generation alive for the next start.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#stopMonitor();
+    try {
+      await this.sync();
+    } catch (err) {
+      this.log.error({ err }, 'final sync failed');
+    }
+    await this.#syncMutex.run(async () => {
+      this.#closed = true;
+      this.#conn?.close();
+      this.#conn = undefined;
+      if (this.#fd !== undefined) fs.closeSync(this.#fd);
+      this.#fd = undefined;
+    });
+    this.log.info({ pos: formatPos(this.pos()) }, 'database closed');
+  }
+
+  /**
+   * Copies new committed frames into the shadow WAL, follows WAL restarts,
+   * starts a new generation when needed, and checkpoints by the thresholds.
+   * Emits `change` when the position moved.
+   */
+  sync(): Promise<void> {
+    return this.#syncMutex.run(async () => {
+      if (this.#closed) return;
+      const before = this.pos();
+
+      if (!this.#generation || !this.#shadow) {
+        await this.#coordinator.run(() => this.#createGeneration('no generation exists'));
+      } else if (this.#shadow.index >= MAX_INDEX) {
+        await this.#coordinator.run(() => this.#createGeneration('max index exceeded'));
+      }
+      await this.#capture(false);
+      await this.#maybeCheckpoint();
+
+      const after = this.pos();
+      if (after.generation !== before.generation || after.index !== before.index || after.offset !== before.offset) {
+        this.emit('change', after);
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` with the database file pinned for a snapshot: walship's read
+   * transaction is held and its own checkpoints and generation changes wait,
+   * so the file only changes by backfill of frames of the current index, which
+   * a restore replays anyway.
+   */
+  withSnapshot<T>(fn: (source: SnapshotSource) => Promise<T>): Promise<T> {
+    return this.#coordinator.run(async () => {
+      const pos = this.pos();
+      if (!pos.generation || this.#fd === undefined) {
+        throw new WalshipError('NO_GENERATION', `database ${this.name}: no generation to snapshot`);
+      }
+      const size = fs.fstatSync(this.#fd).size;
+      return fn({ generation: pos.generation, index: pos.index, fd: this.#fd, size });
+    });
+  }
+
+  /**
+   * Reads up to `maxBytes` of shadow WAL from a position, cut at a frame
+   * boundary. Returns an empty buffer when the position is at the end of its
+   * index. Throws WAL_TRUNCATED when the generation is no longer current or
+   * the shadow file is gone.
+   */
+  async readShadow(pos: Pos, maxBytes: number): Promise<Buffer> {
+    if (pos.generation !== this.#generation || !this.#shadow) {
+      throw new WalshipError('WAL_TRUNCATED', `database ${this.name}: generation ${pos.generation} is no longer current`);
+    }
+    const file = ShadowWal.pathFor(this.shadowDir(pos.generation), pos.index);
+    let end: number;
+    if (pos.index === this.#shadow.index) end = this.#shadow.size;
+    else {
+      try {
+        end = (await fsp.stat(file)).size;
+      } catch {
+        throw new WalshipError('WAL_TRUNCATED', `database ${this.name}: shadow WAL for ${formatPos(pos)} is missing`);
+      }
+    }
+    if (pos.offset >= end) return Buffer.alloc(0);
+
+    // Cut at a frame boundary: a segment holds whole frames only.
+    const fsz = frameSize(this.#pageSize);
+    let length = Math.min(end - pos.offset, maxBytes);
+    const base = pos.offset === 0 ? WAL_HEADER_SIZE : 0;
+    if (length < end - pos.offset) {
+      length = base + Math.max(1, Math.floor((length - base) / fsz)) * fsz;
+    }
+    return readRange(file, pos.offset, length);
+  }
+
+  /** Reports whether `pos` is past the end of the shadow WAL of its index. */
+  isIndexFinished(pos: Pos): boolean {
+    return !!this.#shadow && pos.generation === this.#generation && pos.index < this.#shadow.index;
+  }
+
+  /**
+   * Deletes shadow WAL files that every replica has shipped: indexes below
+   * `minIndex` of the current generation.
+   */
+  async removeShippedShadows(minIndex: number): Promise<void> {
+    if (!this.#generation || !this.#shadow) return;
+    const dir = this.shadowDir(this.#generation);
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      const m = /^([0-9a-f]{8})\.wal$/.exec(name);
+      if (!m) continue;
+      const index = parseInt(m[1]!, 16);
+      if (index < minIndex && index < this.#shadow.index) await fsp.rm(path.join(dir, name), { force: true });
+    }
+  }
+
+  /** Total bytes of shadow WAL files of the current generation. */
+  async shadowBytes(): Promise<number> {
+    if (!this.#generation) return 0;
+    const dir = this.shadowDir(this.#generation);
+    let total = 0;
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      total += (await fsp.stat(path.join(dir, name)).catch(() => ({ size: 0 }))).size;
+    }
+    return total;
+  }
+
+  // Loads the generation and the newest shadow WAL from the meta directory and
+  // checks that the real WAL still continues it. Anything else clears the
+  // generation, so the first sync starts a new one.
+  async #loadState(): Promise<void> {
+    const generation = (await fsp.readFile(path.join(this.config.metaPath, 'generation'), 'utf8').catch(() => '')).trim();
+    if (!isGeneration(generation)) return;
+
+    const dir = this.shadowDir(generation);
+    const indexes = (await fsp.readdir(dir).catch(() => [] as string[]))
+      .map((name) => /^([0-9a-f]{8})\.wal$/.exec(name))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => parseInt(m[1]!, 16))
+      .sort((a, b) => a - b);
+    if (indexes.length === 0) {
+      this.log.warn({ generation }, 'no shadow wal found, starting a new generation');
+      return;
+    }
+
+    const shadow = await ShadowWal.open(dir, indexes[indexes.length - 1]!);
+    const wal = await readWalState(this.walPath);
+
+    // A WAL whose header differs from the shadow's was checkpointed or restarted
+    // while walship was stopped: frames may have been lost, so start over.
+    if (shadow.header && (!wal.header || !wal.headerBytes!.equals(shadow.headerBytes!))) {
+      this.log.warn({ generation, reason: wal.header ? 'wal header changed' : 'wal missing' }, 'cannot continue the last position, clearing generation');
+      return;
+    }
+    if (!shadow.header && wal.header) {
+      this.log.warn({ generation, reason: 'wal started while walship was stopped' }, 'cannot continue the last position, clearing generation');
+      return;
+    }
+
+    this.#generation = generation;
+    this.#shadow = shadow;
+    this.#complete = !shadow.header;
+  }
+
+  // Verifies the real WAL against the shadow and copies what is new.
+  async #capture(coordinatorHeld: boolean): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const shadow = this.#shadow!;
+      const wal = await readWalState(this.walPath);
+      const verdict: Verdict = await verifyWal(this.walPath, wal, shadow, this.#complete);
+
+      switch (verdict.kind) {
+        case 'wait':
+          return;
+        case 'continue': {
+          if (!shadow.header) {
+            await shadow.writeHeader(wal.headerBytes!, wal.header!);
+          }
+          const bytes = await copyFrames(this.walPath, shadow);
+          if (bytes > 0) this.#complete = false;
+          return;
+        }
+        case 'restart':
+          await this.#followRestart(wal.headerBytes!);
+          return;
+        case 'new-generation':
+          if (coordinatorHeld) await this.#createGeneration(verdict.reason);
+          else await this.#coordinator.run(() => this.#createGeneration(verdict.reason));
+          continue;
+      }
+    }
+  }
+
+  // Finishes the current index with whatever old frames still chain after its
+  // end, then starts the next index from the new WAL header.
+  async #followRestart(headerBytes: Buffer): Promise<void> {
+    const old = this.#shadow!;
+    if (!this.#complete) await copyFrames(this.walPath, old);
+
+    const next = await ShadowWal.create(this.shadowDir(this.#generation), old.index + 1);
+    const wal = await readWalState(this.walPath);
+    if (wal.header && wal.headerBytes!.equals(headerBytes)) {
+      await next.writeHeader(wal.headerBytes!, wal.header);
+      await copyFrames(this.walPath, next);
+    }
+    this.#shadow = next;
+    this.#complete = false;
+    this.log.info({ generation: this.#generation, index: next.index, pos: formatPos(this.pos()) }, 'wal restarted, next index');
+  }
+
+  // Starts a generation: checkpoints what it can, then, under SQLite's write
+  // lock, copies the whole current WAL into shadow index 0 and re-takes the
+  // read transaction before any writer can move on.
+  async #createGeneration(reason: string): Promise<void> {
+    const conn = this.#conn!;
+    const generation = crypto.randomBytes(8).toString('hex');
+    const dir = this.shadowDir(generation);
+    const before = await readWalState(this.walPath);
+
+    const result = this.#checkpointUnlocked('PASSIVE');
+    const shadow = await ShadowWal.create(dir, 0);
+    await conn.withWriteLock(async () => {
+      const wal = await readWalState(this.walPath);
+      if (wal.header) {
+        await shadow.writeHeader(wal.headerBytes!, wal.header);
+        await copyFrames(this.walPath, shadow);
+      }
+      this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
+      conn.beginRead();
+    });
+
+    // The generation file is written last: until it exists, a restart starts over.
+    const file = path.join(this.config.metaPath, 'generation');
+    await fsp.writeFile(`${file}.tmp`, `${generation}\n`);
+    await fsp.rename(`${file}.tmp`, file);
+    await fsyncPath(this.config.metaPath);
+
+    const previous = this.#generation;
+    this.#generation = generation;
+    this.#shadow = shadow;
+    await this.#removeOtherGenerations(generation);
+
+    this.log.info({ generation, previous: previous || undefined, reason, pos: formatPos(this.pos()) }, 'new generation');
+    this.emit('generation', generation, reason);
+  }
+
+  async #removeOtherGenerations(keep: string): Promise<void> {
+    const root = path.join(this.config.metaPath, 'generations');
+    for (const name of await fsp.readdir(root).catch(() => [] as string[])) {
+      if (name !== keep) await fsp.rm(path.join(root, name), { recursive: true, force: true });
+    }
+  }
+
+  // Applies Litestream's checkpoint thresholds to the current shadow index.
+  async #maybeCheckpoint(): Promise<void> {
+    const shadow = this.#shadow;
+    if (!shadow || this.#complete) return;
+
+    const frames = shadow.frameCount;
+    const cfg = this.config;
+    let mode: CheckpointMode | undefined;
+    if (cfg.maxCheckpointPageCount > 0 && frames >= cfg.maxCheckpointPageCount) mode = 'RESTART';
+    else if (frames >= cfg.minCheckpointPageCount) mode = 'PASSIVE';
+    else if (cfg.checkpointInterval > 0 && Date.now() - this.#lastCheckpoint >= cfg.checkpointInterval && frames > 1) mode = 'PASSIVE';
+    if (!mode) return;
+
+    // A checkpoint that could not finish (a reader holds old frames) is retried
+    // at most once a second rather than on every WAL change.
+    if (Date.now() - this.#lastCheckpointAttempt < 1000) return;
+    this.#lastCheckpointAttempt = Date.now();
+
+    await this.#coordinator.tryRun(() => this.checkpoint(mode));
+  }
+
+  /**
+   * Checkpoints with `mode` while the coordinator mutex is held. Every committed
+   * frame is in the fsynced shadow WAL before SQLite may overwrite it: walship
+   * copies first, checkpoints, then copies again under the write lock and
+   * re-takes its read transaction before releasing that lock.
+   */
+  async checkpoint(mode: CheckpointMode): Promise<CheckpointResult | undefined> {
+    const conn = this.#conn;
+    if (!conn || !this.#shadow) return undefined;
+
+    await this.#capture(true);
+    const before = await readWalState(this.walPath);
+    const started = Date.now();
+    const result = this.#checkpointUnlocked(mode);
+
+    let restartNeeded = false;
+    await conn.withWriteLock(async () => {
+      const wal = await readWalState(this.walPath);
+      const verdict = await verifyWal(this.walPath, wal, this.#shadow!, false);
+      if (verdict.kind === 'continue') await copyFrames(this.walPath, this.#shadow!);
+      else if (verdict.kind === 'restart') await this.#followRestart(wal.headerBytes!);
+      else if (verdict.kind === 'new-generation') restartNeeded = true;
+      this.#complete = verdict.kind === 'continue' && isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, this.#shadow!);
+      conn.beginRead();
+    });
+
+    this.#lastCheckpoint = Date.now();
+    this.log.info(
+      { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
+      'checkpoint',
+    );
+    if (restartNeeded) await this.#createGeneration('wal overwritten during checkpoint');
+    return result;
+  }
+
+  // Releases walship's read transaction, runs the checkpoint, and leaves the
+  // read transaction released for the caller to re-take under the write lock.
+  #checkpointUnlocked(mode: CheckpointMode): CheckpointResult | undefined {
+    const conn = this.#conn!;
+    conn.endRead();
+    try {
+      return conn.checkpoint(mode);
+    } catch (err) {
+      this.log.warn({ err, mode }, 'checkpoint failed');
+      return undefined;
+    }
+  }
+
+  #startMonitor(): void {
+    const tick = () => {
+      this.sync().catch((err) => this.#logSyncError(err));
+    };
+    this.#timer = setInterval(tick, this.config.monitorInterval);
+    this.#timer.unref();
+
+    // File events wake the sync at once; the timer above covers missed events
+    // and file systems without them.
+    try {
+      const base = path.basename(this.walPath);
+      this.#watcher = fs.watch(path.dirname(this.config.path), { persistent: false }, (_event, file) => {
+        if (file === base) tick();
+      });
+      this.#watcher.on('error', () => undefined);
+    } catch (err) {
+      this.log.debug({ err }, 'file watching unavailable, polling only');
+    }
+  }
+
+  #stopMonitor(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+
+  // Logs sync errors, repeating an identical one at most once a minute.
+  #logSyncError(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    if (message === this.#lastError && Date.now() - this.#lastErrorAt < 60_000) return;
+    this.#lastError = message;
+    this.#lastErrorAt = Date.now();
+    this.log.error({ err, pos: formatPos(this.pos()) }, 'sync error');
+  }
+}
+
+/**
+ * Reports whether a checkpoint left nothing in the WAL that walship lacks:
+ * SQLite backfilled every frame, the WAL header did not change meanwhile, and
+ * the shadow holds exactly the frames the checkpoint saw.
+ */
+function isCompleteCheckpoint(
+  result: CheckpointResult | undefined,
+  headerBefore: Buffer | undefined,
+  headerAfter: Buffer | undefined,
+  shadow: ShadowWal,
+): boolean {
+  if (!result || result.busy !== 0 || result.log !== result.checkpointed) return false;
+  if (!headerBefore || !headerAfter) return !headerAfter && shadow.frameCount === 0;
+  return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
+}
+
+/** Checks that a path exists and holds a SQLite database (or is empty). */
+async function checkDatabaseFile(dbPath: string): Promise<void> {
+  let stat: fs.Stats;
+  try {
+    stat = await fsp.stat(dbPath);
+  } catch (err) {
+    throw new WalshipError('NOT_FOUND', `database ${dbPath} not found: create it first or check the path`, { cause: err });
+  }
+  if (!stat.isFile()) throw new WalshipError('INVALID_INPUT', `database ${dbPath} is not a regular file`);
+  if (stat.size === 0) return;
+
+  const fh = await fsp.open(dbPath, 'r');
+  try {
+    const head = Buffer.alloc(16);
+    await fh.read(head, 0, 16, 0);
+    if (!head.equals(Buffer.from('SQLite format 3\0', 'latin1'))) {
+      throw new WalshipError('INVALID_INPUT', `database ${dbPath} is not a SQLite database (header does not start with "SQLite format 3")`);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes leftover `*.tmp` files of an interrupted run from the meta directory. */
+async function removeTempFiles(dir: string): Promise<void> {
+  const entries = await fsp.readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  for (const entry of entries) {
+    if (String(entry).endsWith('.tmp')) await fsp.rm(path.join(dir, String(entry)), { force: true });
+  }
+}
+

@@ -1,0 +1,375 @@
+import { createHash } from 'node:crypto';
+import { Agent } from 'node:https';
+import { PassThrough, Readable } from 'node:stream';
+
+import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  type DeleteObjectsCommandInput,
+  type DeleteObjectsCommandOutput,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type S3ClientConfig as SdkClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { BuildMiddleware } from '@smithy/types';
+
+import { WalshipError } from '../errors.js';
+import type { ListResult, ObjectInfo, ReplicaClient, S3ClientConfig } from './client.js';
+
+const MIB = 1024 * 1024;
+
+/** Default bytes per multipart part. */
+const DEFAULT_PART_SIZE = 8 * MIB;
+
+/** S3 rejects multipart parts below 5 MiB, except the last one. */
+const MIN_PART_SIZE = 5 * MIB;
+
+/** Parts uploaded at the same time. Memory use is at most this many parts. */
+const QUEUE_SIZE = 4;
+
+/** Maximum keys that one DeleteObjects request accepts. */
+const DELETE_BATCH = 1000;
+
+/** Single DeleteObject requests in flight when a store lacks DeleteObjects. */
+const SINGLE_DELETE_CONCURRENCY = 8;
+
+/** Options of S3ReplicaClient that are not part of the replica config. */
+export interface S3ReplicaClientOptions {
+  /** Keys per ListObjectsV2 page (MaxKeys), 1 to 1000. Defaults to 1000. Tests lower it to exercise paging. */
+  pageSize?: number;
+}
+
+/**
+ * Stores replica objects in an S3 or S3-compatible bucket under a key prefix.
+ * Uploads go through lib-storage: a body up to `partSize` is one PutObject,
+ * a larger one a multipart upload, and S3 shows either only once complete.
+ */
+export class S3ReplicaClient implements ReplicaClient {
+  readonly type = 's3';
+  readonly location: string;
+  readonly #bucket: string;
+  readonly #prefix: string;
+  readonly #partSize: number;
+  readonly #pageSize: number;
+  readonly #s3: S3Client;
+  /** Set once the store rejects DeleteObjects as not implemented. */
+  #singleDeletes = false;
+
+  constructor(config: S3ClientConfig, options: S3ReplicaClientOptions = {}) {
+    this.#bucket = config.bucket;
+    this.#prefix = config.prefix.replace(/^\/+|\/+$/g, '');
+    this.#partSize = config.partSize ?? DEFAULT_PART_SIZE;
+    this.#pageSize = options.pageSize ?? 1000;
+    this.location = this.#prefix === '' ? `s3://${this.#bucket}` : `s3://${this.#bucket}/${this.#prefix}`;
+
+    if (!Number.isInteger(this.#partSize) || this.#partSize < MIN_PART_SIZE) {
+      throw new WalshipError(
+        'INVALID_INPUT',
+        `${this.location}: part size ${config.partSize} is invalid. ` +
+          `Use an integer of at least ${MIN_PART_SIZE} bytes (5 MiB)`,
+      );
+    }
+    this.#s3 = new S3Client(sdkConfig(config, this.location));
+  }
+
+  /** Uploads an object. A Readable body streams with at most `QUEUE_SIZE` parts in memory. */
+  async put(key: string, body: Buffer | Readable): Promise<void> {
+    const fullKey = this.#fullKey(key);
+    const upload = new Upload({
+      client: this.#s3,
+      params: { Bucket: this.#bucket, Key: fullKey, Body: body },
+      partSize: this.#partSize,
+      queueSize: QUEUE_SIZE,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      throw this.#wrap('PutObject', fullKey, err);
+    }
+  }
+
+  /** Downloads a whole object into memory. */
+  async get(key: string): Promise<Buffer> {
+    const fullKey = this.#fullKey(key);
+    const body = await this.#getBody(fullKey);
+    try {
+      const bytes = await body.transformToByteArray();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      throw this.#wrap('GetObject', fullKey, err);
+    }
+  }
+
+  /** Opens an object as a stream. Errors while reading it arrive wrapped like any other. */
+  async getStream(key: string): Promise<Readable> {
+    const fullKey = this.#fullKey(key);
+    const body = await this.#getBody(fullKey);
+    if (!(body instanceof Readable)) {
+      throw new Error(`GetObject ${this.#url(fullKey)} failed: the SDK returned a body that is not a Node.js stream`);
+    }
+
+    // Forward the bytes through a PassThrough so that a socket error reaches
+    // the reader with the bucket and key, and an early close frees the socket.
+    const output = new PassThrough();
+    body.on('error', (err) => output.destroy(this.#wrap('GetObject', fullKey, err)));
+    output.on('close', () => body.destroy());
+    body.pipe(output);
+    return output;
+  }
+
+  /**
+   * Lists the objects under the folder `prefix` (a trailing `/` is optional,
+   * `''` is the client's prefix), following every page. With `delimiter`
+   * it returns direct children and the common prefixes beneath.
+   */
+  async list(prefix: string, options: { delimiter?: boolean } = {}): Promise<ListResult> {
+    const folder = prefix.replace(/\/+$/, '');
+    const listPrefix = joinPrefix(this.#prefix, folder);
+    const result: ListResult = { objects: [], prefixes: [] };
+
+    let token: string | undefined;
+    do {
+      const page = await this.#listPage(listPrefix, options.delimiter === true, token);
+      for (const item of page.Contents ?? []) {
+        const info = this.#objectInfo(item);
+        if (info) result.objects.push(info);
+      }
+      for (const common of page.CommonPrefixes ?? []) {
+        if (common.Prefix !== undefined) result.prefixes.push(this.#relativeKey(common.Prefix));
+      }
+
+      // A store that reports a truncated page without a token would loop forever.
+      if (page.IsTruncated === true && !page.NextContinuationToken) {
+        throw new Error(`ListObjectsV2 ${this.#url(listPrefix)} failed: truncated page without a continuation token`);
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
+
+    result.objects.sort((a, b) => compareKeys(a.key, b.key));
+    result.prefixes.sort(compareKeys);
+    return result;
+  }
+
+  /** Deletes objects in batches of 1000. Missing keys are no error. */
+  async delete(keys: string[]): Promise<void> {
+    const fullKeys = keys.map((key) => this.#fullKey(key));
+    for (let start = 0; start < fullKeys.length; start += DELETE_BATCH) {
+      const batch = fullKeys.slice(start, start + DELETE_BATCH);
+      if (this.#singleDeletes) await this.#deleteOneByOne(batch);
+      else await this.#deleteBatch(batch);
+    }
+  }
+
+  /** Closes the SDK client's sockets. */
+  async close(): Promise<void> {
+    this.#s3.destroy();
+  }
+
+  async #getBody(fullKey: string) {
+    try {
+      const output = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: fullKey }));
+      if (output.Body === undefined) throw new Error('response has no body');
+      return output.Body;
+    } catch (err) {
+      throw this.#wrap('GetObject', fullKey, err);
+    }
+  }
+
+  async #listPage(listPrefix: string, delimiter: boolean, token: string | undefined) {
+    const command = new ListObjectsV2Command({
+      Bucket: this.#bucket,
+      Prefix: listPrefix,
+      Delimiter: delimiter ? '/' : undefined,
+      ContinuationToken: token,
+      MaxKeys: this.#pageSize,
+    });
+    try {
+      return await this.#s3.send(command);
+    } catch (err) {
+      throw this.#wrap('ListObjectsV2', listPrefix, err);
+    }
+  }
+
+  async #deleteBatch(batch: string[]): Promise<void> {
+    const command = new DeleteObjectsCommand({
+      Bucket: this.#bucket,
+      Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+    });
+    command.middlewareStack.addRelativeTo(useContentMd5, {
+      name: 'walshipDeleteObjectsContentMd5',
+      relation: 'after',
+      toMiddleware: 'flexibleChecksumsMiddleware',
+    });
+
+    let output;
+    try {
+      output = await this.#s3.send(command);
+    } catch (err) {
+      // Some S3-compatible stores lack DeleteObjects, so delete the keys one by one.
+      if (!isNotImplemented(err)) throw this.#wrap('DeleteObjects', batch[0]!, err);
+      this.#singleDeletes = true;
+      await this.#deleteOneByOne(batch);
+      return;
+    }
+
+    // DeleteObjects returns 200 even when single keys fail. Their failures are in Errors.
+    const failed = (output.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+    if (failed.length > 0) {
+      const first = failed[0]!;
+      throw new Error(
+        `DeleteObjects ${this.#url(first.Key ?? '')} failed: ${first.Code}: ${first.Message}` +
+          (failed.length > 1 ? ` (and ${failed.length - 1} more keys)` : ''),
+      );
+    }
+  }
+
+  async #deleteOneByOne(batch: string[]): Promise<void> {
+    for (let start = 0; start < batch.length; start += SINGLE_DELETE_CONCURRENCY) {
+      const slice = batch.slice(start, start + SINGLE_DELETE_CONCURRENCY);
+      await Promise.all(slice.map((key) => this.#deleteOne(key)));
+    }
+  }
+
+  async #deleteOne(fullKey: string): Promise<void> {
+    try {
+      await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: fullKey }));
+    } catch (err) {
+      if (!isNotFound(err)) throw this.#wrap('DeleteObject', fullKey, err);
+    }
+  }
+
+  #objectInfo(item: { Key?: string; Size?: number; LastModified?: Date }): ObjectInfo | undefined {
+    // Keys ending in `/` are folder markers that consoles create, not objects.
+    if (item.Key === undefined || item.Key.endsWith('/')) return undefined;
+    return {
+      key: this.#relativeKey(item.Key),
+      size: item.Size ?? 0,
+      lastModified: item.LastModified ?? new Date(0),
+    };
+  }
+
+  #fullKey(key: string): string {
+    if (key === '' || key.startsWith('/')) {
+      throw new WalshipError('INVALID_INPUT', `${this.location}: invalid object key ${JSON.stringify(key)}`);
+    }
+    return this.#prefix === '' ? key : `${this.#prefix}/${key}`;
+  }
+
+  #relativeKey(fullKey: string): string {
+    return this.#prefix === '' ? fullKey : fullKey.slice(this.#prefix.length + 1);
+  }
+
+  #url(fullKey: string): string {
+    return `s3://${this.#bucket}/${fullKey}`;
+  }
+
+  #wrap(operation: string, fullKey: string, err: unknown): Error {
+    if (err instanceof WalshipError) return err;
+    const detail = `${errorName(err)}: ${err instanceof Error ? err.message : String(err)}`;
+    if (operation === 'GetObject' && isNotFound(err)) {
+      return new WalshipError('NOT_FOUND', `GetObject ${this.#url(fullKey)}: object not found (${detail})`, {
+        cause: err,
+      });
+    }
+    return new Error(`${operation} ${this.#url(fullKey)} failed: ${detail}`, { cause: err });
+  }
+}
+
+/** Builds the SDK client settings from a replica config. */
+function sdkConfig(config: S3ClientConfig, location: string): SdkClientConfig {
+  const settings: SdkClientConfig = {
+    region: config.region ?? 'us-east-1',
+    // Without a configured region, a bucket in another AWS region responds
+    // with a redirect. Following it spares users from naming the region.
+    followRegionRedirects: true,
+    // Since v3.729.0 the SDK adds a CRC32 checksum to every upload. Cloudflare
+    // R2 rejected that header with 501 NotImplemented, and other S3-compatible
+    // stores may too, so checksums are sent and checked only where S3 requires them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+
+  if (config.endpoint !== undefined) {
+    settings.endpoint = config.endpoint;
+    settings.forcePathStyle = config.forcePathStyle ?? true;
+  } else if (config.forcePathStyle !== undefined) {
+    settings.forcePathStyle = config.forcePathStyle;
+  }
+
+  if (config.skipVerify === true) {
+    settings.requestHandler = new NodeHttpHandler({ httpsAgent: new Agent({ rejectUnauthorized: false }) });
+  }
+
+  if (config.accessKeyId !== undefined || config.secretAccessKey !== undefined) {
+    if (!config.accessKeyId || !config.secretAccessKey) {
+      throw new WalshipError(
+        'INVALID_INPUT',
+        `${location}: set both access-key-id and secret-access-key, or neither to use the AWS default credential chain`,
+      );
+    }
+    settings.credentials = {
+      accessKeyId: config.accessKeyId,
+      secretAccessKey: config.secretAccessKey,
+      sessionToken: config.sessionToken,
+    };
+  }
+  return settings;
+}
+
+/**
+ * Replaces the CRC32 checksum headers of a DeleteObjects request with
+ * Content-MD5. The S3 API documents Content-MD5 as required for
+ * DeleteObjects. AWS also accepts the CRC32 header that the SDK sends since
+ * v3.729.0, but some S3-compatible stores (Dell ECS among them) reject a
+ * DeleteObjects request without Content-MD5. This runs after the SDK's
+ * checksum middleware and before signing.
+ */
+type DeleteObjectsMiddleware = BuildMiddleware<DeleteObjectsCommandInput, DeleteObjectsCommandOutput>;
+
+const useContentMd5: DeleteObjectsMiddleware = (next) => async (args) => {
+  const request = args.request as { headers?: Record<string, string>; body?: unknown };
+  if (request.headers !== undefined && (typeof request.body === 'string' || request.body instanceof Uint8Array)) {
+    for (const name of Object.keys(request.headers)) {
+      const lower = name.toLowerCase();
+      if (lower.startsWith('x-amz-checksum-') || lower.startsWith('x-amz-sdk-checksum-')) delete request.headers[name];
+    }
+    request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64');
+  }
+  return next(args);
+};
+
+/** Joins the client prefix and a folder into a ListObjectsV2 prefix ending in `/`, or `''` for the bucket root. */
+function joinPrefix(clientPrefix: string, folder: string): string {
+  const joined = [clientPrefix, folder].filter((p) => p !== '').join('/');
+  return joined === '' ? '' : `${joined}/`;
+}
+
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : 'Error';
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
+function isNotFound(err: unknown): boolean {
+  const name = errorName(err);
+  if (name === 'NoSuchKey' || name === 'NotFound') return true;
+  // A missing bucket is a configuration error, never a missing object.
+  return httpStatus(err) === 404 && name !== 'NoSuchBucket';
+}
+
+function isNotImplemented(err: unknown): boolean {
+  const status = httpStatus(err);
+  return errorName(err) === 'NotImplemented' || status === 501 || status === 405;
+}
+
+/** Orders keys by UTF-16 code units, as `Array.prototype.sort` would without a comparator. */
+function compareKeys(a: string, b: string): number {
+  if (a < b) return -1;
+  return a > b ? 1 : 0;
+}

@@ -1,0 +1,155 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+import { WalshipError } from './errors.js';
+import { silentLogger } from './logger.js';
+import type { Logger } from './logger.js';
+import { formatIndex, formatPos } from './pos.js';
+import type { Pos } from './pos.js';
+import type { ReplicaClient, ReplicaClientConfig } from './replica/client.js';
+import { createReplicaClient } from './replica/create.js';
+import { applyWalIndexes, checkIntegrity, publish, removeTempFiles, writeSnapshot } from './restore/apply.js';
+import { planRestore } from './restore/plan.js';
+import type { RestorePlan } from './restore/plan.js';
+
+/** Segment downloads in flight at once when `parallelism` is unset. */
+export const DEFAULT_RESTORE_PARALLELISM = 8;
+
+/** Options of restore. */
+export interface RestoreOptions {
+  /** Replica to read: a client, or the settings to build one (then closed when the restore ends). */
+  client: ReplicaClient | ReplicaClientConfig;
+  /** Path of the database file to create; it must not exist yet. */
+  outputPath: string;
+  /** Generation to restore. Defaults to the generation with the newest object. */
+  generation?: string;
+  /** Last WAL index to apply. Defaults to the last index of the generation. */
+  index?: number;
+  /** WAL segment downloads in flight at once. Defaults to 8. */
+  parallelism?: number;
+  /** Defaults to a logger that drops everything. */
+  logger?: Logger;
+  /** Database name for log lines and messages. Defaults to the output path. */
+  dbName?: string;
+}
+
+/** Outcome of a restore. */
+export interface RestoreResult {
+  generation: string;
+  /** Index of the snapshot the restore started from. */
+  snapshotIndex: number;
+  /** Position reached: the last WAL index applied and its length, or the snapshot's index at offset 0. */
+  pos: Pos;
+  /** Size of the restored database file in bytes. */
+  bytes: number;
+}
+
+/**
+ * Restores a database from a replica in the Litestream v0.3 layout into a new
+ * file. The snapshot and WAL are assembled in a temporary file beside the
+ * output, checked with `PRAGMA integrity_check`, then moved into place, so
+ * the output is either absent or complete. On failure every temporary file is
+ * removed and the error names the object key or value at fault.
+ */
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const outputPath = path.resolve(options.outputPath);
+  const parallelism = checkParallelism(options.parallelism);
+  const logger = (options.logger ?? silentLogger()).child({ db: options.dbName ?? outputPath });
+
+  await checkOutput(outputPath);
+  const owned = !isClient(options.client);
+  const client = isClient(options.client) ? options.client : createReplicaClient(options.client);
+
+  try {
+    return await restoreFrom(client, outputPath, { ...options, parallelism, logger });
+  } finally {
+    if (owned) await client.close();
+  }
+}
+
+/** Runs a restore with resolved options against an open client. */
+async function restoreFrom(
+  client: ReplicaClient,
+  outputPath: string,
+  options: RestoreOptions & { parallelism: number; logger: Logger },
+): Promise<RestoreResult> {
+  const started = Date.now();
+  const logger = options.logger;
+
+  const plan = await planRestore(client, { generation: options.generation, index: options.index });
+  const { generation, snapshot } = plan;
+  logger.info(
+    { location: client.location, generation, snapshot: formatIndex(snapshot.index), key: snapshot.key, indexes: plan.indexes.length },
+    'restore started',
+  );
+  warnIfIndexBeyondEnd(plan, options.index, logger);
+
+  const tmpPath = `${outputPath}.tmp-${randomBytes(4).toString('hex')}`;
+  let walPos: Pos | undefined;
+  try {
+    await writeSnapshot(client, snapshot, tmpPath);
+    walPos = await applyWalIndexes(client, tmpPath, generation, plan.indexes, options);
+    checkIntegrity(tmpPath, generation);
+    await publish(tmpPath, outputPath);
+    // The output is in place; this only clears -wal or -shm files that SQLite left behind.
+    await removeTempFiles(tmpPath);
+  } catch (err) {
+    await removeTempFiles(tmpPath);
+    throw err;
+  }
+
+  // A snapshot-only restore ends at the start of the snapshot's index.
+  const pos = walPos ?? { generation, index: snapshot.index, offset: 0 };
+  const bytes = (await fs.stat(outputPath)).size;
+  logger.info({ generation, pos: formatPos(pos), bytes, elapsed: `${Date.now() - started}ms` }, 'restore finished');
+  return { generation, snapshotIndex: snapshot.index, pos, bytes };
+}
+
+/**
+ * Rejects an output path that exists, and one whose directory cannot take a
+ * new file, before anything is downloaded. The probe file is created and
+ * removed at once.
+ */
+async function checkOutput(outputPath: string): Promise<void> {
+  const existing = await fs.lstat(outputPath).catch(() => undefined);
+  if (existing !== undefined) {
+    throw new WalshipError('INVALID_INPUT', `output ${outputPath} already exists; remove it or choose another path`);
+  }
+
+  const dir = path.dirname(outputPath);
+  const probe = path.join(dir, `.${path.basename(outputPath)}.probe-${randomBytes(4).toString('hex')}`);
+  try {
+    const handle = await fs.open(probe, 'wx');
+    await handle.close();
+    await fs.unlink(probe);
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `is not writable (${(err as Error).message})`;
+    throw new WalshipError('INVALID_INPUT', `output directory ${dir} ${reason}; choose an output path in a writable directory`, {
+      cause: err,
+    });
+  }
+}
+
+/** Returns the parallelism to use, rejecting anything but a positive integer. */
+function checkParallelism(parallelism: number | undefined): number {
+  if (parallelism === undefined) return DEFAULT_RESTORE_PARALLELISM;
+  if (!Number.isInteger(parallelism) || parallelism < 1) {
+    throw new WalshipError('INVALID_INPUT', `invalid parallelism ${parallelism}: expected an integer of at least 1`);
+  }
+  return parallelism;
+}
+
+/** Logs a warning when the requested index lies past the last one the generation holds. */
+function warnIfIndexBeyondEnd(plan: RestorePlan, index: number | undefined, logger: Logger): void {
+  if (index === undefined || index <= plan.lastIndex) return;
+  logger.warn(
+    { generation: plan.generation, index: formatIndex(index), last: formatIndex(plan.lastIndex) },
+    'requested WAL index is past the end of the generation; restoring to its last index',
+  );
+}
+
+/** Reports whether a value is a client rather than client settings. */
+function isClient(value: ReplicaClient | ReplicaClientConfig): value is ReplicaClient {
+  return typeof (value as ReplicaClient).list === 'function';
+}

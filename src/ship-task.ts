@@ -1,0 +1,30 @@
+import type { ReplicaClientConfig } from './replica/client.js';
+
+/**
+ * Messages between the main thread and the ship workers. Errors lose their
+ * class crossing a worker boundary on Node 20, so a task returns a plain
+ * result or error record and the main thread rebuilds the error.
+ */
+
+/** Compress a WAL segment and store it under `key`. */
+export interface PutSegmentTask {
+  client: ReplicaClientConfig;
+  key: string;
+  /** Raw segment bytes; the buffer is transferred, not copied. */
+  data: Uint8Array;
+}
+
+/** Read the database file through `fd`, compress it as one frame and store it under `key`. */
+export interface PutSnapshotTask {
+  client: ReplicaClientConfig;
+  key: string;
+  /** Descriptor of the database file, owned by the main thread. */
+  fd: number;
+  /** Bytes to read from offset 0. */
+  size: number;
+}
+
+/** Result of a ship task. */
+export type ShipResult =
+  | { ok: true; rawBytes: number; storedBytes: number; elapsedMs: number }
+  | { ok: false; error: { name: string; message: string; code?: string } };
