@@ -264,8 +264,8 @@ export class DB extends EventEmitter<DBEvents> {
       return;
     }
 
-    const shadow = await ShadowWal.open(dir, indexes[indexes.length - 1]!);
-    const wal = await readWalState(this.walPath);
+    const shadow = ShadowWal.open(dir, indexes[indexes.length - 1]!);
+    const wal = readWalState(this.walPath);
 
     // A WAL whose header differs from the shadow's was checkpointed or restarted
     // while walship was stopped: frames may have been lost, so start over.
@@ -287,25 +287,23 @@ export class DB extends EventEmitter<DBEvents> {
   async #capture(coordinatorHeld: boolean): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const shadow = this.#shadow!;
-      const wal = await readWalState(this.walPath);
-      const verdict: Verdict = await verifyWal(this.walPath, wal, shadow, this.#complete);
+      const wal = readWalState(this.walPath);
+      const verdict: Verdict = verifyWal(this.walPath, wal, shadow, this.#complete);
 
       switch (verdict.kind) {
         case 'wait':
           return;
         case 'continue': {
-          if (!shadow.header) {
-            await shadow.writeHeader(wal.headerBytes!, wal.header!);
-          }
-          const bytes = await copyFrames(this.walPath, shadow);
+          if (!shadow.header) shadow.writeHeader(wal.headerBytes!, wal.header!);
+          const bytes = copyFrames(this.walPath, shadow);
           if (bytes > 0) this.#complete = false;
           return;
         }
         case 'restart':
-          await this.#followRestart(wal.headerBytes!);
+          this.#followRestart(wal.headerBytes!);
           return;
         case 'new-generation':
-          if (coordinatorHeld) await this.#createGeneration(verdict.reason);
+          if (coordinatorHeld) this.#createGeneration(verdict.reason);
           else await this.#coordinator.run(() => this.#createGeneration(verdict.reason));
           continue;
       }
@@ -314,15 +312,15 @@ export class DB extends EventEmitter<DBEvents> {
 
   // Finishes the current index with whatever old frames still chain after its
   // end, then starts the next index from the new WAL header.
-  async #followRestart(headerBytes: Buffer): Promise<void> {
+  #followRestart(headerBytes: Buffer): void {
     const old = this.#shadow!;
-    if (!this.#complete) await copyFrames(this.walPath, old);
+    if (!this.#complete) copyFrames(this.walPath, old);
 
-    const next = await ShadowWal.create(this.shadowDir(this.#generation), old.index + 1);
-    const wal = await readWalState(this.walPath);
+    const next = ShadowWal.create(this.shadowDir(this.#generation), old.index + 1);
+    const wal = readWalState(this.walPath);
     if (wal.header && wal.headerBytes!.equals(headerBytes)) {
-      await next.writeHeader(wal.headerBytes!, wal.header);
-      await copyFrames(this.walPath, next);
+      next.writeHeader(wal.headerBytes!, wal.header);
+      copyFrames(this.walPath, next);
     }
     this.#shadow = next;
     this.#complete = false;
@@ -332,19 +330,19 @@ export class DB extends EventEmitter<DBEvents> {
   // Starts a generation: checkpoints what it can, then, under SQLite's write
   // lock, copies the whole current WAL into shadow index 0 and re-takes the
   // read transaction before any writer can move on.
-  async #createGeneration(reason: string): Promise<void> {
+  #createGeneration(reason: string): void {
     const conn = this.#conn!;
     const generation = crypto.randomBytes(8).toString('hex');
     const dir = this.shadowDir(generation);
-    const before = await readWalState(this.walPath);
+    const before = readWalState(this.walPath);
 
     const result = this.#checkpointUnlocked('PASSIVE');
-    const shadow = await ShadowWal.create(dir, 0);
-    await conn.withWriteLock(async () => {
-      const wal = await readWalState(this.walPath);
+    const shadow = ShadowWal.create(dir, 0);
+    conn.withWriteLock(() => {
+      const wal = readWalState(this.walPath);
       if (wal.header) {
-        await shadow.writeHeader(wal.headerBytes!, wal.header);
-        await copyFrames(this.walPath, shadow);
+        shadow.writeHeader(wal.headerBytes!, wal.header);
+        copyFrames(this.walPath, shadow);
       }
       this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
       conn.beginRead();
@@ -352,23 +350,23 @@ export class DB extends EventEmitter<DBEvents> {
 
     // The generation file is written last: until it exists, a restart starts over.
     const file = path.join(this.config.metaPath, 'generation');
-    await fsp.writeFile(`${file}.tmp`, `${generation}\n`);
-    await fsp.rename(`${file}.tmp`, file);
-    await fsyncPath(this.config.metaPath);
+    fs.writeFileSync(`${file}.tmp`, `${generation}\n`);
+    fs.renameSync(`${file}.tmp`, file);
+    fsyncPath(this.config.metaPath);
 
     const previous = this.#generation;
     this.#generation = generation;
     this.#shadow = shadow;
-    await this.#removeOtherGenerations(generation);
+    this.#removeOtherGenerations(generation);
 
     this.log.info({ generation, previous: previous || undefined, reason, pos: formatPos(this.pos()) }, 'new generation');
     this.emit('generation', generation, reason);
   }
 
-  async #removeOtherGenerations(keep: string): Promise<void> {
+  #removeOtherGenerations(keep: string): void {
     const root = path.join(this.config.metaPath, 'generations');
-    for (const name of await fsp.readdir(root).catch(() => [] as string[])) {
-      if (name !== keep) await fsp.rm(path.join(root, name), { recursive: true, force: true });
+    for (const name of fs.readdirSync(root)) {
+      if (name !== keep) fs.rmSync(path.join(root, name), { recursive: true, force: true });
     }
   }
 
@@ -404,16 +402,16 @@ export class DB extends EventEmitter<DBEvents> {
     if (!conn || !this.#shadow) return undefined;
 
     await this.#capture(true);
-    const before = await readWalState(this.walPath);
+    const before = readWalState(this.walPath);
     const started = Date.now();
     const result = this.#checkpointUnlocked(mode);
 
     let restartNeeded = false;
-    await conn.withWriteLock(async () => {
-      const wal = await readWalState(this.walPath);
-      const verdict = await verifyWal(this.walPath, wal, this.#shadow!, false);
-      if (verdict.kind === 'continue') await copyFrames(this.walPath, this.#shadow!);
-      else if (verdict.kind === 'restart') await this.#followRestart(wal.headerBytes!);
+    conn.withWriteLock(() => {
+      const wal = readWalState(this.walPath);
+      const verdict = verifyWal(this.walPath, wal, this.#shadow!, false);
+      if (verdict.kind === 'continue') copyFrames(this.walPath, this.#shadow!);
+      else if (verdict.kind === 'restart') this.#followRestart(wal.headerBytes!);
       else if (verdict.kind === 'new-generation') restartNeeded = true;
       this.#complete = verdict.kind === 'continue' && isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, this.#shadow!);
       conn.beginRead();
@@ -424,7 +422,7 @@ export class DB extends EventEmitter<DBEvents> {
       { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
       'checkpoint',
     );
-    if (restartNeeded) await this.#createGeneration('wal overwritten during checkpoint');
+    if (restartNeeded) this.#createGeneration('wal overwritten during checkpoint');
     return result;
   }
 

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 import { formatIndex } from './pos.js';
@@ -12,6 +11,10 @@ import type { WalHeader } from './wal.js';
  * real `-wal` file, at the same byte offsets. It only grows by whole
  * transactions and is fsynced before walship lets a checkpoint overwrite the
  * frames it holds, so uploads can resume from it after a crash.
+ *
+ * All file I/O here is synchronous on purpose: walship calls it while holding
+ * SQLite's write lock, and an application writing from the same thread must
+ * never find that lock held across an await.
  *
  * A shadow file that is still empty stands for an index whose WAL header has
  * not appeared yet (the generation started while the WAL was missing or empty).
@@ -38,11 +41,11 @@ export class ShadowWal {
   }
 
   /** Creates an empty shadow file for `index`, replacing any file of that name. */
-  static async create(dir: string, index: number): Promise<ShadowWal> {
+  static create(dir: string, index: number): ShadowWal {
     const shadow = new ShadowWal(index, ShadowWal.pathFor(dir, index));
-    await fsp.mkdir(dir, { recursive: true });
-    await fsp.writeFile(shadow.path, Buffer.alloc(0));
-    await fsyncPath(dir);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(shadow.path, Buffer.alloc(0));
+    fsyncPath(dir);
     return shadow;
   }
 
@@ -51,11 +54,11 @@ export class ShadowWal {
    * tail torn by a crash (part of a frame, or frames without their commit)
    * is cut off, since it was never reported as copied.
    */
-  static async open(dir: string, index: number): Promise<ShadowWal> {
+  static open(dir: string, index: number): ShadowWal {
     const shadow = new ShadowWal(index, ShadowWal.pathFor(dir, index));
-    const data = await fsp.readFile(shadow.path);
+    const data = fs.readFileSync(shadow.path);
     if (data.length < WAL_HEADER_SIZE) {
-      if (data.length > 0) await fsp.truncate(shadow.path, 0);
+      if (data.length > 0) fs.truncateSync(shadow.path, 0);
       return shadow;
     }
 
@@ -78,7 +81,7 @@ export class ShadowWal {
         committedSums = sums;
       }
     }
-    if (committedEnd < data.length) await fsp.truncate(shadow.path, committedEnd);
+    if (committedEnd < data.length) fs.truncateSync(shadow.path, committedEnd);
     shadow.size = committedEnd;
     shadow.checksum = committedSums;
     return shadow;
@@ -91,27 +94,27 @@ export class ShadowWal {
   }
 
   /** Writes the WAL header into an empty shadow file. */
-  async writeHeader(bytes: Buffer, header: WalHeader): Promise<void> {
+  writeHeader(bytes: Buffer, header: WalHeader): void {
     if (this.size !== 0) throw new Error(`shadow WAL ${this.path} already has a header`);
-    await this.append(bytes.subarray(0, WAL_HEADER_SIZE));
+    this.append(bytes.subarray(0, WAL_HEADER_SIZE));
     this.setHeader(bytes.subarray(0, WAL_HEADER_SIZE), header);
   }
 
   /** Appends whole committed frames and records the checksum they end with. */
-  async appendFrames(frames: Buffer, checksum: [number, number]): Promise<void> {
-    await this.append(frames);
+  appendFrames(frames: Buffer, checksum: [number, number]): void {
+    this.append(frames);
     this.checksum = checksum;
   }
 
   /** Reads the last frame in the file, or undefined when it holds none. */
-  async readLastFrame(): Promise<Buffer | undefined> {
+  readLastFrame(): Buffer | undefined {
     if (!this.header || this.frameCount === 0) return undefined;
     const size = frameSize(this.header.pageSize);
     return readRange(this.path, this.size - size, size);
   }
 
   /** Reads up to `length` bytes from `offset`. */
-  read(offset: number, length: number): Promise<Buffer> {
+  read(offset: number, length: number): Buffer {
     return readRange(this.path, offset, length);
   }
 
@@ -124,41 +127,40 @@ export class ShadowWal {
 
   // Appends at the recorded size and fsyncs, so the file never holds bytes
   // that the in-memory state does not account for.
-  private async append(data: Buffer): Promise<void> {
-    const fh = await fsp.open(this.path, 'r+');
+  private append(data: Buffer): void {
+    const fd = fs.openSync(this.path, 'r+');
     try {
       let written = 0;
       while (written < data.length) {
-        const { bytesWritten } = await fh.write(data, written, data.length - written, this.size + written);
-        written += bytesWritten;
+        written += fs.writeSync(fd, data, written, data.length - written, this.size + written);
       }
-      await fh.sync();
+      fs.fsyncSync(fd);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
     this.size += data.length;
   }
 }
 
 /** Reads `length` bytes at `offset` of a file; fewer when the file ends first. */
-export async function readRange(filePath: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await fsp.open(filePath, 'r');
+export function readRange(filePath: string, offset: number, length: number): Buffer {
+  const fd = fs.openSync(filePath, 'r');
   try {
     const buf = Buffer.allocUnsafeSlow(length);
     let total = 0;
     while (total < length) {
-      const { bytesRead } = await fh.read(buf, total, length - total, offset + total);
+      const bytesRead = fs.readSync(fd, buf, total, length - total, offset + total);
       if (bytesRead === 0) break;
       total += bytesRead;
     }
     return total === length ? buf : buf.subarray(0, total);
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
 }
 
 /** Fsyncs a directory so that a file created or renamed in it survives a crash. */
-export async function fsyncPath(dir: string): Promise<void> {
+export function fsyncPath(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(fd);

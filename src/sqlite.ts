@@ -59,8 +59,12 @@ export interface Connections {
   beginRead(): void;
   endRead(): void;
   checkpoint(mode: CheckpointMode): CheckpointResult;
-  /** Runs `fn` holding SQLite's write lock; the read transaction stays released if it was. */
-  withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` holding SQLite's write lock, then takes the read transaction
+   * again before releasing it. `fn` is synchronous so that the lock is never
+   * held while other code on this thread, perhaps the application, runs.
+   */
+  withWriteLock<T>(fn: () => T): T;
   close(): void;
 }
 
@@ -117,7 +121,7 @@ class SqliteConnections implements Connections {
     return rows[0]!;
   }
 
-  async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+  withWriteLock<T>(fn: () => T): T {
     try {
       this.#rw.exec('BEGIN IMMEDIATE');
     } catch (err) {
@@ -125,7 +129,7 @@ class SqliteConnections implements Connections {
       throw err;
     }
     try {
-      return await fn();
+      return fn();
     } finally {
       // The read transaction is taken again before the write lock goes, so no
       // writer can restart the WAL in between.

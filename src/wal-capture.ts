@@ -1,4 +1,4 @@
-import fsp from 'node:fs/promises';
+import fs from 'node:fs';
 
 import { ShadowWal, readRange } from './shadow-wal.js';
 import { WAL_HEADER_SIZE, alignToFrame, frameSize, parseWalHeader, sameWalHeader, verifyFrame } from './wal.js';
@@ -32,17 +32,17 @@ const READ_FRAMES = 256;
 const APPEND_BYTES = 8 * 1024 * 1024;
 
 /** Reads the real WAL's header and size. A missing WAL reads as size 0. */
-export async function readWalState(walPath: string): Promise<WalState> {
+export function readWalState(walPath: string): WalState {
   let size: number;
   try {
-    size = (await fsp.stat(walPath)).size;
+    size = fs.statSync(walPath).size;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { headerBytes: undefined, header: undefined, size: 0 };
     throw err;
   }
   if (size < WAL_HEADER_SIZE) return { headerBytes: undefined, header: undefined, size };
 
-  const headerBytes = await readRange(walPath, 0, WAL_HEADER_SIZE);
+  const headerBytes = readRange(walPath, 0, WAL_HEADER_SIZE);
   return { headerBytes, header: parseWalHeader(headerBytes), size };
 }
 
@@ -51,7 +51,7 @@ export async function readWalState(walPath: string): Promise<WalState> {
  * says that the shadow holds the whole incarnation and that SQLite had
  * checkpointed all of it, so a restart or truncation afterwards loses nothing.
  */
-export async function verifyWal(walPath: string, wal: WalState, shadow: ShadowWal, complete: boolean): Promise<Verdict> {
+export function verifyWal(walPath: string, wal: WalState, shadow: ShadowWal, complete: boolean): Verdict {
   // An empty shadow waits for the first header of its index. Walship's read
   // transaction kept anyone from checkpointing frames it has not seen, so the
   // first header that appears starts the index.
@@ -70,10 +70,10 @@ export async function verifyWal(walPath: string, wal: WalState, shadow: ShadowWa
 
   // The last copied frame must still sit at its offset: if it was overwritten,
   // frames after it may be gone too, and the copy cannot be proven whole.
-  const last = await shadow.readLastFrame();
+  const last = shadow.readLastFrame();
   if (last) {
     const offset = shadow.size - last.length;
-    const real = offset + last.length <= wal.size ? await readRange(walPath, offset, last.length) : Buffer.alloc(0);
+    const real = offset + last.length <= wal.size ? readRange(walPath, offset, last.length) : Buffer.alloc(0);
     if (!real.equals(last)) return { kind: 'new-generation', reason: 'wal overwritten by another process' };
   }
 
@@ -87,12 +87,12 @@ export async function verifyWal(walPath: string, wal: WalState, shadow: ShadowWa
  * earlier incarnation); that is the normal end, not an error. Returns the bytes
  * appended.
  */
-export async function copyFrames(walPath: string, shadow: ShadowWal): Promise<number> {
+export function copyFrames(walPath: string, shadow: ShadowWal): number {
   const header = shadow.header;
   if (!header) return 0;
 
   const fsz = frameSize(header.pageSize);
-  const walSize = alignToFrame((await statSize(walPath)) ?? 0, header.pageSize);
+  const walSize = alignToFrame(statSize(walPath) ?? 0, header.pageSize);
   const start = shadow.size;
   let offset = start;
   let sums = shadow.checksum;
@@ -104,7 +104,7 @@ export async function copyFrames(walPath: string, shadow: ShadowWal): Promise<nu
 
   while (offset + fsz <= walSize) {
     const count = Math.min(READ_FRAMES, (walSize - offset) / fsz);
-    const batch = await readRange(walPath, offset, count * fsz);
+    const batch = readRange(walPath, offset, count * fsz);
     let stopped = false;
 
     for (let at = 0; at + fsz <= batch.length; at += fsz) {
@@ -126,7 +126,7 @@ export async function copyFrames(walPath: string, shadow: ShadowWal): Promise<nu
         uncommitted = [];
         uncommittedBytes = 0;
         if (pendingBytes >= APPEND_BYTES) {
-          await shadow.appendFrames(Buffer.concat(pending, pendingBytes), sums);
+          shadow.appendFrames(Buffer.concat(pending, pendingBytes), sums);
           appended += pendingBytes;
           pending = [];
           pendingBytes = 0;
@@ -140,7 +140,7 @@ export async function copyFrames(walPath: string, shadow: ShadowWal): Promise<nu
     const end = shadow.size + pendingBytes;
     // The checksum to continue from is the one at the last commit frame.
     const commitSums = checksumAt(pending[pending.length - 1]!);
-    await shadow.appendFrames(Buffer.concat(pending, pendingBytes), commitSums);
+    shadow.appendFrames(Buffer.concat(pending, pendingBytes), commitSums);
     appended += pendingBytes;
     if (shadow.size !== end) throw new Error(`shadow WAL ${shadow.path} size ${shadow.size} after append, expected ${end}`);
   }
@@ -152,9 +152,9 @@ function checksumAt(frame: Buffer): [number, number] {
   return [frame.readUInt32BE(16), frame.readUInt32BE(20)];
 }
 
-async function statSize(filePath: string): Promise<number | undefined> {
+function statSize(filePath: string): number | undefined {
   try {
-    return (await fsp.stat(filePath)).size;
+    return fs.statSync(filePath).size;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
