@@ -151,7 +151,10 @@ export class DB extends EventEmitter<DBEvents> {
       if (this.#closed) return;
       const before = this.pos();
 
-      if (!this.#generation || !this.#shadow) {
+      if (this.#fileReplaced()) {
+        await this.#coordinator.run(() => this.#reopen());
+        await this.#coordinator.run(() => this.#createGeneration('database file replaced'));
+      } else if (!this.#generation || !this.#shadow) {
         await this.#coordinator.run(() => this.#createGeneration('no generation exists'));
       } else if (this.#shadow.index >= MAX_INDEX) {
         await this.#coordinator.run(() => this.#createGeneration('max index exceeded'));
@@ -281,6 +284,36 @@ export class DB extends EventEmitter<DBEvents> {
     this.#generation = generation;
     this.#shadow = shadow;
     this.#complete = !shadow.header;
+  }
+
+  // Reports whether the path now names another file than the one walship has
+  // open (the application replaced the database by a rename or a restore).
+  #fileReplaced(): boolean {
+    // A reopen that failed left no descriptor: try again.
+    if (this.#fd === undefined) return !this.#closed;
+    let current: fs.Stats;
+    try {
+      current = fs.statSync(this.config.path);
+    } catch {
+      return false;
+    }
+    const open = fs.fstatSync(this.#fd);
+    return current.ino !== open.ino || current.dev !== open.dev;
+  }
+
+  // Closes the connections to the replaced file and opens the file now at the path.
+  #reopen(): void {
+    this.log.warn({ path: this.config.path }, 'database file replaced, reopening');
+    this.#conn?.close();
+    this.#conn = undefined;
+    if (this.#fd !== undefined) fs.closeSync(this.#fd);
+    this.#fd = undefined;
+    this.#generation = '';
+    this.#shadow = undefined;
+
+    this.#conn = openConnections(this.config.path, this.config.busyTimeout);
+    this.#pageSize = this.#conn.pageSize;
+    this.#fd = fs.openSync(this.config.path, 'r');
   }
 
   // Verifies the real WAL against the shadow and copies what is new.
@@ -443,8 +476,8 @@ export class DB extends EventEmitter<DBEvents> {
     const tick = () => {
       this.sync().catch((err) => this.#logSyncError(err));
     };
+    // The timer keeps the process alive while the database is open, as a server would.
     this.#timer = setInterval(tick, this.config.monitorInterval);
-    this.#timer.unref();
 
     // File events wake the sync at once; the timer above covers missed events
     // and file systems without them.

@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import { DB } from './db.js';
 import { describeError } from './errors.js';
+import { checkDistinctDatabases, checkDistinctPrefixes } from './naming.js';
 import type { Logger } from './logger.js';
 import { silentLogger } from './logger.js';
 import { ShipPool } from './pool.js';
@@ -48,6 +49,10 @@ export class Replicator {
    * what was already opened.
    */
   async start(): Promise<void> {
+    // Two databases writing to one prefix would interleave their generations.
+    checkDistinctDatabases(this.config.dbs);
+    checkDistinctPrefixes(this.config.dbs);
+
     this.#pool = new ShipPool({ threads: this.#threads });
     try {
       for (const dbConfig of this.config.dbs) {
