@@ -77,8 +77,8 @@ export class NorthwindWorkload {
       ),
       // SET expressions read the row's old values, so UnitsOnOrder gets what the stock could not cover.
       takeStock: db.prepare(
-        `UPDATE Products SET UnitsInStock = MAX(UnitsInStock - ?1, 0), UnitsOnOrder = UnitsOnOrder + MAX(?1 - UnitsInStock, 0)
-         WHERE ProductID = ?2`,
+        `UPDATE Products SET UnitsInStock = MAX(UnitsInStock - @quantity, 0), UnitsOnOrder = UnitsOnOrder + MAX(@quantity - UnitsInStock, 0)
+         WHERE ProductID = @productId`,
       ),
       shipOrder: db.prepare(
         `UPDATE Orders SET ShippedDate = ?
@@ -146,7 +146,7 @@ export class NorthwindWorkload {
     for (const productId of random.sample(this.#products, random.int(2, 6))) {
       const quantity = random.int(1, 40);
       rows += s.insertLine.run(order.lastInsertRowid, quantity, random.pick(DISCOUNTS), productId).changes;
-      rows += s.takeStock.run(quantity, productId).changes;
+      rows += s.takeStock.run({ quantity, productId }).changes;
     }
     return rows;
   }
@@ -176,8 +176,8 @@ export class ChinookWorkload {
          SELECT ?, TrackId, UnitPrice, ? FROM Track WHERE TrackId = ?`,
       ),
       updateTotal: db.prepare(
-        `UPDATE Invoice SET Total = (SELECT ROUND(SUM(UnitPrice * Quantity), 2) FROM InvoiceLine WHERE InvoiceId = ?1)
-         WHERE InvoiceId = ?1`,
+        `UPDATE Invoice SET Total = (SELECT ROUND(SUM(UnitPrice * Quantity), 2) FROM InvoiceLine WHERE InvoiceId = @invoiceId)
+         WHERE InvoiceId = @invoiceId`,
       ),
       lastLineId: db.prepare('SELECT MAX(InvoiceLineId) FROM InvoiceLine').pluck(),
       findLine: db.prepare(
@@ -202,7 +202,7 @@ export class ChinookWorkload {
       for (const trackId of random.sample(this.#tracks, random.int(1, 5))) {
         rows += s.insertLine.run(invoice.lastInsertRowid, random.int(1, 2), trackId).changes;
       }
-      return rows + s.updateTotal.run(invoice.lastInsertRowid).changes;
+      return rows + s.updateTotal.run({ invoiceId: invoice.lastInsertRowid }).changes;
     })();
   }
 
@@ -222,7 +222,7 @@ export class ChinookWorkload {
 
       const refund = line.lines > 1 && random.next() < 0.3;
       const rows = refund ? s.deleteLine.run(line.lineId).changes : s.addQuantity.run(line.lineId).changes;
-      return rows + s.updateTotal.run(line.invoiceId).changes;
+      return rows + s.updateTotal.run({ invoiceId: line.invoiceId }).changes;
     })();
   }
 

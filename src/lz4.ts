@@ -123,6 +123,8 @@ export class LZ4FrameDecoder {
   #hasher: Hasher;
   #hash: ReturnType<Hasher['create32']> | undefined;
   #buf: Buffer = Buffer.alloc(0);
+  #chunks: Buffer[] = [];
+  #chunkBytes = 0;
   #state: 'magic' | 'skip' | 'descriptor' | 'block' | 'checksum' | 'done' = 'magic';
   #skip = 0;
   #blockChecksum = false;
@@ -143,11 +145,24 @@ export class LZ4FrameDecoder {
   /** Adds frame bytes and returns the decoded data they complete. */
   push(input: Uint8Array): Buffer[] {
     if (input.length > 0) this.#sawInput = true;
-    if (this.#state === 'done') return [];
-    this.#buf = this.#buf.length === 0 ? Buffer.from(input) : Buffer.concat([this.#buf, input]);
+    if (this.#state === 'done' || input.length === 0) return [];
+    // Pieces wait in a list until a section needs them, so many small pieces
+    // cost one copy each rather than a copy of everything buffered per piece.
+    this.#chunks.push(Buffer.from(input));
+    this.#chunkBytes += input.length;
     const out: Buffer[] = [];
     while (this.#step(out));
     return out;
+  }
+
+  // Makes at least `n` bytes contiguous in #buf, if that many have arrived.
+  #need(n: number): boolean {
+    if (this.#buf.length >= n) return true;
+    if (this.#buf.length + this.#chunkBytes < n) return false;
+    this.#buf = Buffer.concat([this.#buf, ...this.#chunks]);
+    this.#chunks = [];
+    this.#chunkBytes = 0;
+    return true;
   }
 
   /** Checks that the frame is complete; an empty input decodes as empty. */
@@ -158,14 +173,13 @@ export class LZ4FrameDecoder {
   }
 
   #step(out: Buffer[]): boolean {
-    const buf = this.#buf;
     switch (this.#state) {
       case 'magic': {
-        if (buf.length < 4) return false;
-        const magic = buf.readUInt32LE(0);
+        if (!this.#need(4)) return false;
+        const magic = this.#buf.readUInt32LE(0);
         if (magic >= SKIPPABLE_MIN && magic <= SKIPPABLE_MAX) {
-          if (buf.length < 8) return false;
-          this.#skip = buf.readUInt32LE(4);
+          if (!this.#need(8)) return false;
+          this.#skip = this.#buf.readUInt32LE(4);
           this.#consume(8);
           this.#state = 'skip';
           return true;
@@ -176,7 +190,8 @@ export class LZ4FrameDecoder {
         return true;
       }
       case 'skip': {
-        const n = Math.min(this.#skip, buf.length);
+        this.#need(Math.min(this.#skip, this.#buf.length + this.#chunkBytes));
+        const n = Math.min(this.#skip, this.#buf.length);
         this.#consume(n);
         this.#skip -= n;
         if (this.#skip > 0) return false;
@@ -188,8 +203,8 @@ export class LZ4FrameDecoder {
       case 'block':
         return this.#readBlock(out);
       case 'checksum': {
-        if (buf.length < 4) return false;
-        const expected = buf.readUInt32LE(0);
+        if (!this.#need(4)) return false;
+        const expected = this.#buf.readUInt32LE(0);
         const actual = this.#hash!.digest() >>> 0;
         if (expected !== actual) {
           throw new LZ4FrameError(`LZ4 content checksum mismatch: stored 0x${expected.toString(16)}, computed 0x${actual.toString(16)}`);
@@ -204,15 +219,15 @@ export class LZ4FrameDecoder {
   }
 
   #readDescriptor(): boolean {
-    const buf = this.#buf;
-    if (buf.length < 2) return false;
-    const flg = buf[0]!;
-    const bd = buf[1]!;
+    if (!this.#need(2)) return false;
+    const flg = this.#buf[0]!;
+    const bd = this.#buf[1]!;
     if (flg >> 6 !== 1) throw new LZ4FrameError(`unsupported LZ4 frame version ${flg >> 6}`);
     const hasContentSize = (flg & 0x08) !== 0;
     const hasDictId = (flg & 0x01) !== 0;
     const length = 2 + (hasContentSize ? 8 : 0) + (hasDictId ? 4 : 0) + 1;
-    if (buf.length < length) return false;
+    if (!this.#need(length)) return false;
+    const buf = this.#buf;
     if (hasDictId) throw new LZ4FrameError('LZ4 frames with a dictionary id are not supported');
 
     const hc = (this.#hasher.h32Raw(buf.subarray(0, length - 1), 0) >>> 8) & 0xff;
@@ -230,9 +245,8 @@ export class LZ4FrameDecoder {
   }
 
   #readBlock(out: Buffer[]): boolean {
-    const buf = this.#buf;
-    if (buf.length < 4) return false;
-    const word = buf.readUInt32LE(0);
+    if (!this.#need(4)) return false;
+    const word = this.#buf.readUInt32LE(0);
 
     // The end mark: a zero size, then the content checksum when the frame has one.
     if (word === 0) {
@@ -248,9 +262,9 @@ export class LZ4FrameDecoder {
     const size = word & ~UNCOMPRESSED_BIT & 0xffffffff;
     if (size > this.#blockMax) throw new LZ4FrameError(`LZ4 block of ${size} bytes exceeds the frame's ${this.#blockMax}-byte maximum`);
     const total = 4 + size + (this.#blockChecksum ? 4 : 0);
-    if (buf.length < total) return false;
+    if (!this.#need(total)) return false;
 
-    const data = buf.subarray(4, 4 + size);
+    const data = this.#buf.subarray(4, 4 + size);
     let decoded: Buffer;
     if ((word & UNCOMPRESSED_BIT) !== 0) {
       decoded = Buffer.from(data);
