@@ -183,8 +183,12 @@ export class Harness {
     return this.logs.filter((record) => record.msg === msg);
   }
 
-  /** Formats log records for an assertion message: every warning and error, then the last 40 records. */
+  /**
+   * Formats log records for an assertion message: every warning and error,
+   * then the last 40 records, or every record when WALSHIP_TEST_FULL_LOG=1.
+   */
   logText(): string {
+    if (process.env.WALSHIP_TEST_FULL_LOG === '1') return this.logs.map((r) => JSON.stringify(r)).join('\n');
     const important = this.logs.filter((r) => r.level === 'warn' || r.level === 'error');
     const lines = [...important, { level: '', msg: '...' }, ...this.logs.slice(-40)];
     return lines.map((r) => JSON.stringify(r)).join('\n');
