@@ -3,7 +3,7 @@ import type { Hash } from 'node:crypto';
 
 import Database from 'better-sqlite3';
 
-/** What the demo compares between a source database and its restored copy. */
+/** Summary of a database, compared between a source and its restored copy. */
 export interface DatabaseSummary {
   /** Result of `PRAGMA integrity_check`: "ok" for a sound database. */
   integrity: string;
@@ -23,11 +23,13 @@ const HELPER_PREFIXES = ['_litestream_', '_walship_'];
 /**
  * Summarizes a database for comparison: integrity check, row counts and a
  * hash of every table's rows. Values are hashed with their SQLite type, so
- * 1, 1.0, '1' and x'31' differ. Opens the file read-only, so it never
- * changes the database it reads.
+ * 1, 1.0, '1' and x'31' differ. Only reads, but opens the file read-write
+ * when `writable` is set: a read-only connection to a WAL database leaves
+ * empty -wal and -shm files behind, which SQLite deletes when the last
+ * read-write connection closes.
  */
-export function summarizeDatabase(dbPath: string): DatabaseSummary {
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+export function summarizeDatabase(dbPath: string, writable = false): DatabaseSummary {
+  const db = new Database(dbPath, { readonly: !writable, fileMustExist: true });
   try {
     const integrity = (db.pragma('integrity_check') as Array<{ integrity_check: string }>).map((row) => row.integrity_check).join('\n');
     const hash = createHash('sha256');
@@ -48,7 +50,7 @@ export function summarizeDatabase(dbPath: string): DatabaseSummary {
 
 /**
  * Lists the differences between two summaries: integrity, tables, row counts
- * and hash. An empty list means the databases hold the same rows.
+ * and hash. An empty list means the databases contain the same rows.
  */
 export function compareSummaries(source: DatabaseSummary, restored: DatabaseSummary): string[] {
   const differences: string[] = [];

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -29,7 +29,7 @@ export interface LitestreamRun {
 }
 
 /** Runs `litestream restore -o OUTPUT file://DIR` on a file replica. */
-export function restoreFileReplica(output: string, replicaDir: string, home: string): LitestreamRun {
+export function restoreFileReplica(output: string, replicaDir: string, home: string): Promise<LitestreamRun> {
   return run(['restore', '-o', output, `file://${replicaDir}`], home);
 }
 
@@ -38,7 +38,7 @@ export function restoreFileReplica(output: string, replicaDir: string, home: str
  * replica. Litestream v0.3 reads an S3-compatible endpoint and static
  * credentials from a config file only, so this writes one next to `output`.
  */
-export function restoreS3Replica(output: string, dbPath: string, client: S3ClientConfig, home: string): LitestreamRun {
+export function restoreS3Replica(output: string, dbPath: string, client: S3ClientConfig, home: string): Promise<LitestreamRun> {
   const configPath = `${output}.litestream.yml`;
   const config = [
     'dbs:',
@@ -58,16 +58,29 @@ export function restoreS3Replica(output: string, dbPath: string, client: S3Clien
   return run(['restore', '-config', configPath, '-o', output, dbPath], home);
 }
 
-/** Runs Litestream with a minimal environment, so no AWS settings of the user's shell reach it. */
-function run(args: string[], home: string): LitestreamRun {
-  const result = spawnSync(LITESTREAM_BINARY, args, {
-    encoding: 'utf8',
-    timeout: RESTORE_TIMEOUT_MS,
+/**
+ * Runs Litestream with a minimal environment, so no AWS settings of the
+ * user's shell reach it. The process runs asynchronously because the S3
+ * server it reads from may live in this process's event loop.
+ */
+function run(args: string[], home: string): Promise<LitestreamRun> {
+  const command = `litestream ${args.join(' ')}`;
+  const child = spawn(LITESTREAM_BINARY, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home },
   });
 
-  const command = `litestream ${args.join(' ')}`;
-  if (result.error) return { command, error: result.error.message };
-  if (result.status !== 0) return { command, error: `exit status ${result.status}: ${result.stderr.trim()}` };
-  return { command, error: '' };
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), RESTORE_TIMEOUT_MS);
+
+  return new Promise((resolve) => {
+    child.on('error', (err) => resolve({ command, error: err.message }));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve({ command, error: '' });
+      else if (signal !== null) resolve({ command, error: `killed by ${signal} after ${RESTORE_TIMEOUT_MS / 1000} s: ${stderr.trim()}` });
+      else resolve({ command, error: `exit status ${code}: ${stderr.trim()}` });
+    });
+  });
 }

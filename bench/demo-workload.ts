@@ -130,10 +130,10 @@ export class NorthwindWorkload {
   // Inserts an order, its lines and the stock updates; runs inside the caller's transaction.
   #insertOrder(): number {
     const random = this.#random;
-    const s = this.#statements;
+    const statements = this.#statements;
 
     const required = new Date(Date.now() + 28 * 86_400_000);
-    const order = s.insertOrder.run(
+    const order = statements.insertOrder.run(
       random.pick(this.#employees),
       today(),
       required.toISOString().slice(0, 10),
@@ -145,8 +145,8 @@ export class NorthwindWorkload {
 
     for (const productId of random.sample(this.#products, random.int(2, 6))) {
       const quantity = random.int(1, 40);
-      rows += s.insertLine.run(order.lastInsertRowid, quantity, random.pick(DISCOUNTS), productId).changes;
-      rows += s.takeStock.run({ quantity, productId }).changes;
+      rows += statements.insertLine.run(order.lastInsertRowid, quantity, random.pick(DISCOUNTS), productId).changes;
+      rows += statements.takeStock.run({ quantity, productId }).changes;
     }
     return rows;
   }
@@ -194,15 +194,15 @@ export class ChinookWorkload {
   /** Sells 1 to 5 tracks to a random customer: one invoice, its lines and its total. */
   sellInvoice(): number {
     const random = this.#random;
-    const s = this.#statements;
+    const statements = this.#statements;
 
     return this.#db.transaction(() => {
-      const invoice = s.insertInvoice.run(now(), random.pick(this.#customers));
+      const invoice = statements.insertInvoice.run(now(), random.pick(this.#customers));
       let rows = invoice.changes;
       for (const trackId of random.sample(this.#tracks, random.int(1, 5))) {
-        rows += s.insertLine.run(invoice.lastInsertRowid, random.int(1, 2), trackId).changes;
+        rows += statements.insertLine.run(invoice.lastInsertRowid, random.int(1, 2), trackId).changes;
       }
-      return rows + s.updateTotal.run({ invoiceId: invoice.lastInsertRowid }).changes;
+      return rows + statements.updateTotal.run({ invoiceId: invoice.lastInsertRowid }).changes;
     })();
   }
 
@@ -213,16 +213,16 @@ export class ChinookWorkload {
    */
   adjustInvoice(): number {
     const random = this.#random;
-    const s = this.#statements;
+    const statements = this.#statements;
 
     return this.#db.transaction(() => {
-      const last = s.lastLineId.get() as number;
-      const line = s.findLine.get(random.int(Math.max(1, last - 500), last)) as { lineId: number; invoiceId: number; lines: number } | undefined;
+      const last = statements.lastLineId.get() as number;
+      const line = statements.findLine.get(random.int(Math.max(1, last - 500), last)) as { lineId: number; invoiceId: number; lines: number } | undefined;
       if (line === undefined) return 0;
 
       const refund = line.lines > 1 && random.next() < 0.3;
-      const rows = refund ? s.deleteLine.run(line.lineId).changes : s.addQuantity.run(line.lineId).changes;
-      return rows + s.updateTotal.run({ invoiceId: line.invoiceId }).changes;
+      const rows = refund ? statements.deleteLine.run(line.lineId).changes : statements.addQuantity.run(line.lineId).changes;
+      return rows + statements.updateTotal.run({ invoiceId: line.invoiceId }).changes;
     })();
   }
 

@@ -5,14 +5,17 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 
+import { formatPos } from '../src/pos.js';
 import { MAX_SEGMENT_BYTES } from '../src/replica.js';
+import { generationBounds } from '../src/replica/listing.js';
 import { restore } from '../src/restore.js';
 import type { RestoreResult } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
 import { Harness } from './support/replicate-harness.js';
-import type { DecodedSegment, HarnessOptions, ReplicaKind } from './support/replicate-harness.js';
+import type { DecodedSegment, HarnessOptions, ReplicaKind, WalshipProcess } from './support/replicate-harness.js';
 import { startS3Server } from './support/s3-server.js';
 import type { S3Server } from './support/s3-server.js';
+import type { Writer } from './support/writer.js';
 
 /**
  * End-to-end replication: an application writer in a child process, walship's
@@ -27,6 +30,20 @@ const WAL_MAGICS = [0x377f0682, 0x377f0683];
 
 // Thresholds under which walship never checkpoints, for cases that need the WAL to only grow.
 const NO_CHECKPOINTS: HarnessOptions['database'] = { minCheckpointPageCount: 1_000_000, maxCheckpointPageCount: 0, checkpointInterval: 0 };
+
+// Pause between write bursts: longer than walship's one-second spacing of checkpoints.
+const BURST_GAP_MS = 1_100;
+
+// Pause between two runs that must land their newest objects in different
+// seconds: S3 reports LastModified to the second, and the restore picks the
+// generation with the newest object.
+const SECOND_GAP_MS = 1_100;
+
+// Generation changes tried by the same-second case; each takes about a second.
+const SAME_SECOND_ATTEMPTS = 4;
+
+// Bounded wait for a walship process to write its first snapshot.
+const START_TIMEOUT_MS = 10_000;
 
 // Bounded wait for the asynchronous removal of shipped shadow WAL files.
 const SHADOW_REMOVAL_TIMEOUT_MS = 5_000;
@@ -60,8 +77,9 @@ async function assertRestoreEquals(
 ): Promise<RestoreResult> {
   const output = path.join(h.dir, `restored-${kind}-${randomBytes(4).toString('hex')}.db`);
   const result = await restore({ client: h.replicaConfig(kind), outputPath: output, ...target });
-  assert.equal(integrityCheck(output), 'ok', `integrity of the ${kind} restore\n${h.logText()}`);
-  assert.equal(contentHash(output), expectedHash, `${kind} restore differs from the source\n${h.logText()}`);
+  const restored = `${kind} restore of ${formatPos(result.pos)}`;
+  assert.equal(integrityCheck(output), 'ok', `integrity of the ${restored}\n${h.logText()}`);
+  assert.equal(contentHash(output), expectedHash, `${restored} differs from the source\n${h.logText()}`);
   return result;
 }
 
@@ -79,6 +97,34 @@ function assertContiguous(segments: DecodedSegment[], firstIndex: number): void 
     if (segment.offset === 0) assert.ok(WAL_MAGICS.includes(segment.head.readUInt32BE(0)), `${segment.key} opens with a WAL header`);
     expectedOffset += segment.length;
   }
+}
+
+/**
+ * Writes bursts of about 200 WAL frames, one a little over a second apart: walship
+ * checkpoints at most once a second, and each complete checkpoint lets the
+ * next burst restart the WAL into a new index.
+ */
+async function writeBursts(writer: Writer, bursts: number): Promise<void> {
+  for (let burst = 0; burst < bursts; burst++) {
+    if (burst > 0) await sleep(BURST_GAP_MS);
+    await writer.insert({ transactions: 50, rows: 5, bytes: 1000, pauseMs: 1, tag: `burst ${burst}` });
+  }
+}
+
+/** Waits, bounded, until the replica holds a snapshot, that is, until the walship process replicates. */
+async function waitForSnapshot(h: Harness, kind: ReplicaKind, walship: WalshipProcess): Promise<void> {
+  for (const deadline = Date.now() + START_TIMEOUT_MS; Date.now() < deadline; ) {
+    const generations = await h.generations(kind);
+    if (generations.length > 0 && (await h.snapshotIndexes(kind, generations[0]!)).length > 0) return;
+    if (walship.child.exitCode !== null) break;
+    await sleep(50);
+  }
+  throw new Error(`walship wrote no snapshot within ${START_TIMEOUT_MS} ms:\n${walship.output()}`);
+}
+
+/** Waits, bounded, until the clock is within the first 50 ms of a second. */
+async function untilStartOfSecond(): Promise<void> {
+  for (let i = 0; i < 100 && Date.now() % 1000 > 50; i++) await sleep(Math.min(20, 1000 - (Date.now() % 1000)));
 }
 
 /** Groups segments by WAL index. */
@@ -107,8 +153,8 @@ describe('replicate', () => {
 
         // Two application processes write at once while walship ships.
         const counts = await Promise.all([
-          first.insert({ transactions: 150, rows: 5, bytes: 200, pauseMs: 1, tag: 'first' }),
-          second.insert({ transactions: 150, rows: 5, bytes: 200, pauseMs: 1, tag: 'second' }),
+          first.insert({ transactions: 150, rows: 5, bytes: 200, pauseMs: 4, tag: 'first' }),
+          second.insert({ transactions: 150, rows: 5, bytes: 200, pauseMs: 4, tag: 'second' }),
         ]);
         assert.deepEqual(
           counts.map((c) => c.busy),
@@ -120,7 +166,7 @@ describe('replicate', () => {
         await h.stopReplicator(replicator);
 
         assert.equal((await h.generations(kind)).length, 1, h.logText());
-        assert.ok(h.logsWith('new transaction:').length > 1, 'walship shipped several WAL segments');
+        assert.ok(h.logsWith('new transaction:').length > 1, `walship shipped several WAL segments\n${h.logText()}`);
         await assertRestoreEquals(h, kind, sourceHash);
         await first.close();
         await second.close();
@@ -166,11 +212,7 @@ describe('replicate', () => {
         const writer = await h.openWriter();
         const replicator = await h.startReplicator();
 
-        // Four bursts with pauses, so that walship's throttled checkpoints run between them.
-        for (let burst = 0; burst < 4; burst++) {
-          await writer.insert({ transactions: 50, rows: 5, bytes: 1000, pauseMs: 1, tag: `burst ${burst}` });
-          await sleep(300);
-        }
+        await writeBursts(writer, 4);
         await replicator.sync();
         const sourceHash = contentHash(h.dbPath);
         await h.stopReplicator(replicator);
@@ -199,6 +241,7 @@ describe('replicate', () => {
         await h.stopReplicator(replicator);
         const firstHash = contentHash(h.dbPath);
         const [firstGeneration] = await h.generations(kind);
+        await sleep(SECOND_GAP_MS);
 
         // With walship stopped nothing holds a read transaction, so TRUNCATE empties the WAL.
         await writer.insert({ transactions: 20, rows: 5, bytes: 500, tag: 'stopped' });
@@ -218,6 +261,76 @@ describe('replicate', () => {
         assert.equal(h.logsWith('new generation').length, 2, h.logText());
         await assertRestoreEquals(h, kind, sourceHash);
         await assertRestoreEquals(h, kind, firstHash, { generation: firstGeneration! });
+        await writer.close();
+      });
+    });
+  }
+
+  // S3 only: S3 reports LastModified to the second, file modification times are finer.
+  test('new generation in the same second: s3', async (t) => {
+    await withHarness('s3', {}, async (h) => {
+      const writer = await h.openWriter();
+      let replicator = await h.startReplicator();
+      await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'first run' });
+      await replicator.sync();
+
+      // Each attempt ends a generation and starts the next within one second.
+      // Equal times only mislead a restore that breaks ties by name when the
+      // newer generation sorts after the older, so attempts continue until
+      // that happens: about half of them, at most SAME_SECOND_ATTEMPTS.
+      let exercised = false;
+      for (let attempt = 0; attempt < SAME_SECOND_ATTEMPTS && !exercised; attempt++) {
+        const older = replicator.databases[0]!.db.pos().generation;
+        await untilStartOfSecond();
+        await writer.insert({ transactions: 1, rows: 5, bytes: 500, tag: `end of run ${attempt}` });
+        await replicator.sync();
+        await h.stopReplicator(replicator);
+        const checkpoint = await writer.checkpoint('TRUNCATE');
+        assert.ok(checkpoint.ok && checkpoint.busy === 0, JSON.stringify(checkpoint));
+        await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: `after truncate ${attempt}` });
+        replicator = await h.startReplicator();
+        await replicator.sync();
+
+        const newer = replicator.databases[0]!.db.pos().generation;
+        const times = await h.withClient('s3', (client) => Promise.all([older, newer].map(async (g) => (await generationBounds(client, g)).updatedAt.getTime())));
+        t.diagnostic(`attempt ${attempt}: ${older} then ${newer}, newest objects at ${times.map((ms) => new Date(ms).toISOString()).join(' and ')}`);
+        exercised = times[0] === times[1] && newer > older;
+      }
+      const sourceHash = contentHash(h.dbPath);
+      await h.stopReplicator(replicator);
+
+      if (!exercised) t.diagnostic('no attempt gave the newer generation a tied time and a later name');
+      await assertRestoreEquals(h, 's3', sourceHash);
+      await writer.close();
+    });
+  });
+
+  for (const kind of KINDS) {
+    test(`walship killed mid-run: ${kind}`, async () => {
+      await withHarness(kind, { syncInterval: 100 }, async (h) => {
+        const writer = await h.openWriter();
+        const walship = h.spawnWalship(['replicate', '-config', await h.writeConfigFile()]);
+        await waitForSnapshot(h, kind, walship);
+
+        // SIGKILL while the writer commits and walship copies, checkpoints and ships.
+        const writing = writer.insert({ transactions: 200, rows: 5, bytes: 1000, pauseMs: 2, tag: 'killed run' });
+        await sleep(500);
+        process.kill(walship.child.pid!, 'SIGKILL');
+        assert.equal(await walship.exited, 'SIGKILL', walship.output());
+        await writing;
+        await writer.insert({ transactions: 20, rows: 5, bytes: 1000, tag: 'walship down' });
+
+        const replicator = await h.startReplicator();
+        await writer.insert({ transactions: 20, rows: 5, bytes: 1000, tag: 'second run' });
+        await replicator.sync();
+        const sourceHash = contentHash(h.dbPath);
+        await h.stopReplicator(replicator);
+
+        for (const generation of await h.generations(kind)) {
+          const snapshots = await h.snapshotIndexes(kind, generation);
+          assertContiguous(await h.decodedSegments(kind, generation), snapshots[0]!);
+        }
+        await assertRestoreEquals(h, kind, sourceHash);
         await writer.close();
       });
     });
@@ -338,21 +451,76 @@ describe('replicate', () => {
   }
 
   for (const kind of KINDS) {
+    test(`app holds the write lock: ${kind}`, async (t) => {
+      // walship waits 200 ms for SQLite's write lock, far less than the application holds it.
+      await withHarness(kind, { database: { busyTimeout: 200 } }, async (h) => {
+        const writer = await h.openWriter();
+        const other = await h.openWriter();
+        const replicator = await h.startReplicator();
+
+        for (let round = 0; round < 2; round++) {
+          await writer.insert({ transactions: 40, rows: 5, bytes: 1000, pauseMs: 1, tag: `round ${round}` });
+          // While the write lock is held, walship's checkpoint runs but cannot
+          // take the write lock afterwards; the other writer's commits wait behind it.
+          const [held, waited] = await Promise.all([
+            writer.holdWrite({ rows: 5, bytes: 1000, holdMs: 1500, tag: `held ${round}` }),
+            sleep(100).then(() => other.insert({ transactions: 5, rows: 5, bytes: 1000, tag: `waiting ${round}` })),
+          ]);
+          assert.equal(held.commits, 1, held.busyErrors.join('\n'));
+          assert.equal(waited.busy, 0, waited.busyErrors.join('\n'));
+        }
+        await writer.insert({ transactions: 20, rows: 5, bytes: 1000, pauseMs: 1, tag: 'after' });
+        await replicator.sync();
+        const sourceHash = contentHash(h.dbPath);
+        await h.stopReplicator(replicator);
+
+        t.diagnostic(`walship errors: ${h.logs.filter((r) => r.level === 'error' || r.level === 'warn').map((r) => r.msg).join(', ')}`);
+        await assertRestoreEquals(h, kind, sourceHash);
+        await writer.close();
+        await other.close();
+      });
+    });
+  }
+
+  for (const kind of KINDS) {
     test(`rollback journal database: ${kind}`, async () => {
       await withHarness(kind, {}, async (h) => {
         const writer = await h.openWriter({ journalMode: 'delete' });
         await writer.insert({ transactions: 20, rows: 5, bytes: 500, tag: 'rollback journal' });
         assert.equal(await writer.pragma('journal_mode'), 'delete');
 
-        // walship switches the database to WAL mode; the open writer follows.
+        // walship switches the database to WAL mode. The open writer follows
+        // at its next transaction, when it reads the database header again.
         const replicator = await h.startReplicator();
-        assert.equal(await writer.pragma('journal_mode'), 'wal');
         await writer.insert({ transactions: 100, rows: 5, bytes: 500, pauseMs: 1, tag: 'wal' });
+        assert.equal(await writer.pragma('journal_mode'), 'wal');
         await replicator.sync();
         const sourceHash = contentHash(h.dbPath);
         await h.stopReplicator(replicator);
 
         assert.equal((await h.generations(kind)).length, 1, h.logText());
+        await assertRestoreEquals(h, kind, sourceHash);
+        await writer.close();
+      });
+    });
+  }
+
+  for (const kind of KINDS) {
+    test(`VACUUM shrinks the database: ${kind}`, async () => {
+      await withHarness(kind, {}, async (h) => {
+        const writer = await h.openWriter();
+        const replicator = await h.startReplicator();
+        await writer.insert({ transactions: 20, rows: 20, bytes: 1000, pauseMs: 1, tag: 'before vacuum' });
+        await writer.exec('DELETE FROM t WHERE id % 10 != 0');
+
+        // VACUUM rewrites every page into the WAL, and its commit frame gives
+        // the smaller database size that a checkpoint truncates the file to.
+        await writer.exec('VACUUM');
+        await writer.insert({ transactions: 10, rows: 5, bytes: 500, pauseMs: 1, tag: 'after vacuum' });
+        await replicator.sync();
+        const sourceHash = contentHash(h.dbPath);
+        await h.stopReplicator(replicator);
+
         await assertRestoreEquals(h, kind, sourceHash);
         await writer.close();
       });
@@ -365,10 +533,7 @@ describe('replicate', () => {
     try {
       const writer = await h.openWriter();
       let replicator = await h.startReplicator();
-      for (let burst = 0; burst < 4; burst++) {
-        await writer.insert({ transactions: 50, rows: 5, bytes: 1000, pauseMs: 1, tag: `burst ${burst}` });
-        await sleep(300);
-      }
+      await writeBursts(writer, 4);
       await replicator.sync();
 
       // Removal runs after each shipped segment without being awaited: poll, bounded.
@@ -387,6 +552,7 @@ describe('replicate', () => {
       );
       await h.stopReplicator(replicator);
       const firstGeneration = meta.current;
+      await sleep(SECOND_GAP_MS);
 
       // A TRUNCATE while walship is stopped forces a new generation at the next start.
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'stopped' });

@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import type { Config, DatabaseConfig, ReplicaConfig } from '../../src/config.js';
 import { DEFAULTS, defaultMetaPath } from '../../src/config.js';
@@ -56,6 +59,17 @@ export interface DecodedSegment {
   key: string;
 }
 
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** A walship CLI process started by a harness. */
+export interface WalshipProcess {
+  child: ChildProcess;
+  /** Standard output and standard error so far. */
+  output(): string;
+  /** Resolves with the exit code, or the signal name, once the process has exited. */
+  exited: Promise<number | string | null>;
+}
+
 // Thresholds that make a few hundred small transactions span several WAL indexes.
 const SMALL_THRESHOLDS = {
   monitorInterval: 50,
@@ -77,6 +91,7 @@ export class Harness {
   #replicas: Map<ReplicaKind, ReplicaClientConfig>;
   #running = new Set<Replicator>();
   #writers = new Set<Writer>();
+  #processes = new Set<ChildProcess>();
 
   private constructor(dir: string, replicas: Map<ReplicaKind, ReplicaClientConfig>, options: HarnessOptions) {
     this.dir = dir;
@@ -156,6 +171,57 @@ export class Harness {
     await replicator.stop();
   }
 
+  /**
+   * Writes the harness's config as a config file with Litestream's keys and
+   * returns its path. Only file replicas and S3 replicas with static
+   * credentials are written, as the harness creates them.
+   */
+  async writeConfigFile(): Promise<string> {
+    const db = this.config.dbs[0]!;
+    const lines = [
+      'dbs:',
+      `  - path: ${db.path}`,
+      `    meta-path: ${db.metaPath}`,
+      `    monitor-interval: ${db.monitorInterval}ms`,
+      `    checkpoint-interval: ${db.checkpointInterval}ms`,
+      `    min-checkpoint-page-count: ${db.minCheckpointPageCount}`,
+      `    max-checkpoint-page-count: ${db.maxCheckpointPageCount}`,
+      `    busy-timeout: ${db.busyTimeout}ms`,
+      '    replicas:',
+    ];
+    for (const replica of db.replicas) {
+      lines.push(`      - name: ${replica.name}`, `        sync-interval: ${replica.syncInterval}ms`);
+      const client = replica.client;
+      if (client.type === 'file') lines.push('        type: file', `        path: ${client.root}`);
+      else {
+        lines.push(
+          '        type: s3',
+          `        bucket: ${client.bucket}`,
+          `        path: ${client.prefix}`,
+          `        endpoint: ${client.endpoint}`,
+          `        region: ${client.region}`,
+          '        force-path-style: true',
+          `        access-key-id: ${client.accessKeyId}`,
+          `        secret-access-key: ${client.secretAccessKey}`,
+        );
+      }
+    }
+    const file = path.join(this.dir, 'walship.yml');
+    await fs.writeFile(file, lines.join('\n') + '\n');
+    return file;
+  }
+
+  /** Starts the walship CLI (`dist/src/cli/main.js`) with `args`; cleanup ends it by PID if it still runs. */
+  spawnWalship(args: string[]): WalshipProcess {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: this.dir } });
+    this.#processes.add(child);
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | string | null>((resolve) => child.once('close', (code, signal) => resolve(code ?? signal)));
+    return { child, output: () => output, exited };
+  }
+
   /** Lists the replica's generations. */
   generations(kind: ReplicaKind): Promise<string[]> {
     return this.withClient(kind, (client) => listGenerations(client));
@@ -195,12 +261,16 @@ export class Harness {
   }
 
   /**
-   * Ends writers by PID, stops replicators still running (errors ignored,
+   * Ends writers and walship processes by PID, stops replicators still running (errors ignored,
    * because the test has failed already) and removes the directory.
    */
   async cleanup(): Promise<void> {
     for (const writer of this.#writers) writer.kill();
     this.#writers.clear();
+    for (const child of this.#processes) {
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    }
+    this.#processes.clear();
     for (const replicator of this.#running) await replicator.stop().catch(() => undefined);
     this.#running.clear();
     await fs.rm(this.dir, { recursive: true, force: true });

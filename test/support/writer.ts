@@ -41,6 +41,17 @@ export interface InsertRequest {
   tag?: string;
 }
 
+/** A write transaction kept open: BEGIN IMMEDIATE, rows inserted, a pause holding the write lock, COMMIT. */
+export interface HoldRequest {
+  rows: number;
+  /** Random payload bytes per row. */
+  bytes: number;
+  /** Milliseconds the write lock is held before COMMIT. */
+  holdMs: number;
+  /** Text stored in the `tag` column. Defaults to `hold`. */
+  tag?: string;
+}
+
 /** Counts of one command, or of the writer's whole life in `stats`. */
 export interface WriterCounts {
   /** Transactions committed. */
@@ -60,6 +71,7 @@ export type CheckpointOutcome =
 type Command =
   | { op: 'open'; path: string; options: WriterOptions }
   | { op: 'insert'; request: InsertRequest }
+  | { op: 'hold'; request: HoldRequest }
   | { op: 'checkpoint'; mode: string; busyTimeout?: number }
   | { op: 'exec'; sql: string }
   | { op: 'pragma'; text: string }
@@ -118,6 +130,11 @@ export class Writer {
   /** Commits `transactions` transactions of `rows` rows each and returns this command's counts. */
   insert(request: InsertRequest): Promise<WriterCounts> {
     return this.#send({ op: 'insert', request }) as Promise<WriterCounts>;
+  }
+
+  /** Commits one transaction that holds SQLite's write lock for `holdMs`, and returns its counts. */
+  holdWrite(request: HoldRequest): Promise<WriterCounts> {
+    return this.#send({ op: 'hold', request }) as Promise<WriterCounts>;
   }
 
   /** Runs `PRAGMA wal_checkpoint(mode)`, waiting up to `busyTimeout` ms for locks when given. */
@@ -200,6 +217,8 @@ class WriterChild {
         return this.#open(command.path, command.options);
       case 'insert':
         return this.#insert(command.request);
+      case 'hold':
+        return this.#hold(command.request);
       case 'checkpoint':
         return this.#checkpoint(command.mode, command.busyTimeout);
       case 'exec':
@@ -250,10 +269,37 @@ class WriterChild {
       if (request.pauseMs) await sleep(request.pauseMs);
     }
 
+    this.#record(counts);
+    return counts;
+  }
+
+  async #hold(request: HoldRequest): Promise<WriterCounts> {
+    const db = this.#connection();
+    const statement = db.prepare('INSERT INTO t (tag, payload) VALUES (?, ?)');
+    const counts: WriterCounts = { commits: 0, busy: 0, busyErrors: [] };
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        for (let row = 0; row < request.rows; row++) statement.run(request.tag ?? 'hold', randomBytes(request.bytes));
+        await sleep(request.holdMs);
+        db.exec('COMMIT');
+        counts.commits++;
+      } finally {
+        if (db.inTransaction) db.exec('ROLLBACK');
+      }
+    } catch (err) {
+      if (!isBusy(err)) throw err;
+      counts.busy++;
+      counts.busyErrors.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
+    }
+    this.#record(counts);
+    return counts;
+  }
+
+  #record(counts: WriterCounts): void {
     this.#life.commits += counts.commits;
     this.#life.busy += counts.busy;
     this.#life.busyErrors.push(...counts.busyErrors);
-    return counts;
   }
 
   #checkpoint(mode: string, busyTimeout: number | undefined): CheckpointOutcome {
