@@ -61,6 +61,7 @@ export class DB extends EventEmitter<DBEvents> {
   #lastCheckpoint = Date.now();
   #lastCheckpointAttempt = 0;
   #syncMutex = new Mutex();
+  #syncQueued = false;
   #coordinator = new Mutex();
   #timer: NodeJS.Timeout | undefined;
   #watcher: fs.FSWatcher | undefined;
@@ -148,6 +149,7 @@ export class DB extends EventEmitter<DBEvents> {
    */
   sync(): Promise<void> {
     return this.#syncMutex.run(async () => {
+      this.#syncQueued = false;
       if (this.#closed) return;
       const before = this.pos();
 
@@ -473,7 +475,11 @@ export class DB extends EventEmitter<DBEvents> {
   }
 
   #startMonitor(): void {
+    // File events can come faster than syncs finish: one sync waiting behind
+    // the running one covers every event until it starts.
     const tick = () => {
+      if (this.#syncQueued) return;
+      this.#syncQueued = true;
       this.sync().catch((err) => this.#logSyncError(err));
     };
     // The timer keeps the process alive while the database is open, as a server would.

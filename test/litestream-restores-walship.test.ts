@@ -152,11 +152,12 @@ describe('Litestream restores walship replicas', () => {
   }
 
   for (const kind of KINDS) {
-    test(`every index as walship restores it: ${kind}`, async () => {
+    test(`every index as walship restores it: ${kind}`, async (t) => {
       const snapshots = await h.snapshotIndexes(kind, generation);
       const segments = await h.decodedSegments(kind, generation);
       const lastIndex = segments.at(-1)!.index;
       assert.ok(lastIndex > snapshots[0]!, `one WAL index only\n${h.logText()}`);
+      t.diagnostic(`generation ${generation}: snapshots at ${snapshots.join(', ')}, WAL indexes ${snapshots[0]} to ${lastIndex}`);
 
       for (let index = snapshots[0]!; index <= lastIndex; index++) {
         const expected = path.join(h.dir, `walship-${kind}-${index}.db`);

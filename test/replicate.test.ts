@@ -15,7 +15,7 @@ import { Harness } from './support/replicate-harness.js';
 import type { DecodedSegment, HarnessOptions, ReplicaKind, WalshipProcess } from './support/replicate-harness.js';
 import { startS3Server } from './support/s3-server.js';
 import type { S3Server } from './support/s3-server.js';
-import type { Writer } from './support/writer.js';
+import type { CheckpointOutcome, Writer } from './support/writer.js';
 
 /**
  * End-to-end replication: an application writer in a child process, walship's
@@ -83,9 +83,14 @@ async function assertRestoreEquals(
   return result;
 }
 
-/** Checks that a generation's WAL indexes follow one another, each opening with a WAL header at offset 0 and with contiguous offsets. */
-function assertContiguous(segments: DecodedSegment[], firstIndex: number): void {
-  let expectedIndex = firstIndex;
+/**
+ * Checks that a generation's WAL segments start at the snapshot's index and
+ * that its indexes follow one another, each opening with a WAL header at
+ * offset 0, each segment starting where the one before it ends.
+ */
+function assertContiguous(segments: DecodedSegment[], snapshotIndex: number): void {
+  assert.equal(segments[0]?.index, snapshotIndex, `first WAL segment ${segments[0]?.key} of snapshot index ${snapshotIndex}`);
+  let expectedIndex = snapshotIndex;
   let expectedOffset = 0;
   for (const segment of segments) {
     if (segment.index !== expectedIndex) {
@@ -111,7 +116,7 @@ async function writeBursts(writer: Writer, bursts: number): Promise<void> {
   }
 }
 
-/** Waits, bounded, until the replica holds a snapshot, that is, until the walship process replicates. */
+/** Waits, bounded, until the replica contains a snapshot, which shows that the walship process replicates. */
 async function waitForSnapshot(h: Harness, kind: ReplicaKind, walship: WalshipProcess): Promise<void> {
   for (const deadline = Date.now() + START_TIMEOUT_MS; Date.now() < deadline; ) {
     const generations = await h.generations(kind);
@@ -125,6 +130,12 @@ async function waitForSnapshot(h: Harness, kind: ReplicaKind, walship: WalshipPr
 /** Waits, bounded, until the clock is within the first 50 ms of a second. */
 async function untilStartOfSecond(): Promise<void> {
   for (let i = 0; i < 100 && Date.now() % 1000 > 50; i++) await sleep(Math.min(20, 1000 - (Date.now() % 1000)));
+}
+
+/** Checks that an application checkpoint ran to the end: no error and no busy reader. */
+function assertCheckpointDone(outcome: CheckpointOutcome): void {
+  assert.ok(outcome.ok, `checkpoint failed: ${JSON.stringify(outcome)}`);
+  assert.equal(outcome.busy, 0, `checkpoint was busy: ${JSON.stringify(outcome)}`);
 }
 
 /** Groups segments by WAL index. */
@@ -245,8 +256,7 @@ describe('replicate', () => {
 
         // With walship stopped nothing holds a read transaction, so TRUNCATE empties the WAL.
         await writer.insert({ transactions: 20, rows: 5, bytes: 500, tag: 'stopped' });
-        const checkpoint = await writer.checkpoint('TRUNCATE');
-        assert.deepEqual(checkpoint.ok && checkpoint.busy, 0, JSON.stringify(checkpoint));
+        assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
         await writer.insert({ transactions: 20, rows: 5, bytes: 500, tag: 'after truncate' });
 
         replicator = await h.startReplicator();
@@ -285,8 +295,7 @@ describe('replicate', () => {
         await writer.insert({ transactions: 1, rows: 5, bytes: 500, tag: `end of run ${attempt}` });
         await replicator.sync();
         await h.stopReplicator(replicator);
-        const checkpoint = await writer.checkpoint('TRUNCATE');
-        assert.ok(checkpoint.ok && checkpoint.busy === 0, JSON.stringify(checkpoint));
+        assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
         await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: `after truncate ${attempt}` });
         replicator = await h.startReplicator();
         await replicator.sync();
@@ -430,8 +439,9 @@ describe('replicate', () => {
         const writer = await h.openWriter({ busyTimeout: 5000 });
         const replicator = await h.startReplicator();
 
-        // Bursts of about 500 pages each, more than maxCheckpointPageCount
-        // (400) between two of walship's throttled checkpoints, so some are RESTART.
+        // Bursts of about 400 WAL frames with short pauses. walship checkpoints
+        // at most once a second, so it finds more than maxCheckpointPageCount
+        // (400) frames and runs some checkpoints as RESTART.
         for (let burst = 0; burst < 5; burst++) {
           await writer.insert({ transactions: 100, rows: 5, bytes: 1000, tag: `burst ${burst}` });
           await sleep(250);
@@ -556,8 +566,7 @@ describe('replicate', () => {
 
       // A TRUNCATE while walship is stopped forces a new generation at the next start.
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'stopped' });
-      const checkpoint = await writer.checkpoint('TRUNCATE');
-      assert.ok(checkpoint.ok && checkpoint.busy === 0, JSON.stringify(checkpoint));
+      assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'after truncate' });
       replicator = await h.startReplicator();
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'second run' });

@@ -10,8 +10,8 @@ import Database from 'better-sqlite3';
  * An application writer for replication tests, running in a child process of
  * its own. walship's critical sections are synchronous on the main thread, so
  * a writer on that thread could never meet walship's locks the way a real
- * application does; a separate process also takes its own POSIX locks. The
- * test sends commands over IPC and the child reports commits and every
+ * application does. A separate process also takes its own POSIX locks. The
+ * test sends commands over IPC, and the child reports its commits and every
  * SQLITE_BUSY it got.
  *
  * The child creates table `t (id INTEGER PRIMARY KEY, tag TEXT, payload BLOB)`.
