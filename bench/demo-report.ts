@@ -20,3 +20,8 @@ export function shortHash(hash: string): string {
 export function formatCount(count: number): string {
   return count.toLocaleString('en-US');
 }
+
+/** Formats a count with its noun: `1 snapshot`, `18 WAL segments`. */
+export function plural(count: number, noun: string): string {
+  return `${formatCount(count)} ${noun}${count === 1 ? '' : 's'}`;
+}

@@ -34,7 +34,7 @@ export async function prepareWorkDir(workDir: string): Promise<DemoSources> {
   return { northwind, chinook };
 }
 
-/** Deletes the directory of a previous run; refuses a directory the demo did not create. */
+/** Deletes the directory of a previous run. Rejects a non-empty directory that the demo did not create. */
 async function removeOldRun(workDir: string): Promise<void> {
   const entries = await fs.readdir(workDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
@@ -60,8 +60,8 @@ async function buildNorthwind(dbPath: string): Promise<void> {
   try {
     // The create script inserts order lines before the orders table exists,
     // so foreign keys stay off while it runs. One transaction keeps the
-    // 3,300 inserts from syncing the file one by one; the script's own
-    // `PRAGMA foreign_keys` lines are no-ops inside it.
+    // 3,300 inserts from syncing the file one by one, and inside it the
+    // script's own `PRAGMA foreign_keys` lines have no effect.
     db.pragma('foreign_keys = OFF');
     db.exec('BEGIN');
     db.exec(create);

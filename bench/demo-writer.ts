@@ -22,7 +22,7 @@ export interface WriterOptions {
   seed: number;
 }
 
-/** What the writer committed to one database. */
+/** Counts of the transactions and rows the writer committed to one database. */
 export interface WriterStats {
   transactions: number;
   /** Rows inserted, updated or deleted. */

@@ -10,14 +10,14 @@ import { describeError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import type { Logger } from '../src/logger.js';
 import { databasePrefix, nameFromPath } from '../src/naming.js';
-import type { ReplicaClientConfig, S3ClientConfig } from '../src/replica/client.js';
+import type { ReplicaClientConfig } from '../src/replica/client.js';
 import { createReplicaClient } from '../src/replica/create.js';
 import { Replicator } from '../src/replicator.js';
 import { restore } from '../src/restore.js';
 import { compareSummaries, summarizeDatabase } from './demo-content.js';
 import type { DatabaseSummary } from './demo-content.js';
 import { litestreamAvailable, restoreFileReplica, restoreS3Replica } from './demo-litestream.js';
-import { formatCount, formatTable, shortHash } from './demo-report.js';
+import { formatCount, formatTable, plural, shortHash } from './demo-report.js';
 import { prepareWorkDir } from './demo-setup.js';
 import type { DemoSources } from './demo-setup.js';
 import type { WriterMessage, WriterOptions, WriterStats } from './demo-writer.js';
@@ -208,16 +208,54 @@ async function describeReplica(config: ReplicaClientConfig): Promise<string> {
     const snapshots = objects.filter((o) => o.key.includes('/snapshots/')).length;
     const segments = objects.filter((o) => o.key.includes('/wal/')).length;
     const bytes = objects.reduce((sum, o) => sum + o.size, 0);
-    return `${client.location}: ${generations.size} generation(s), ${snapshots} snapshot(s), ${segments} WAL segments, ${formatCount(bytes)} bytes`;
+    const counts = [plural(generations.size, 'generation'), plural(snapshots, 'snapshot'), plural(segments, 'WAL segment')];
+    return `${client.location}: ${counts.join(', ')}, ${formatCount(bytes)} bytes stored`;
   } finally {
     await client.close();
   }
 }
 
-/** Prints what the writer did, the comparison table and where the files are. */
+/** Prints the comparison table, what the writer did and where the files are. */
 function printReport(results: Verification[], stats: { northwind: WriterStats; chinook: WriterStats }, options: DemoOptions, target: Target, elapsedMs: number): void {
   const withLitestream = litestreamAvailable();
-  const header = ['database', 'transactions', 'rows', 'source sha256', 'restored sha256', ...(withLitestream ? ['litestream sha256'] : []), 'match'];
+  const lines = ['', comparisonTable(results, stats, withLitestream), ''];
+  lines.push("Hashes are the first 16 hex digits of a SHA-256 over every table's rows in rowid order. Rows are counted over all tables.");
+  for (const [name, written] of Object.entries(stats)) {
+    const operations = Object.entries(written.operations).map(([op, n]) => `${op} ${n}`).join(', ');
+    lines.push(`Writer, ${name}: ${operations}; ${formatCount(written.rowsWritten)} rows written, largest transaction ${formatCount(written.largestTransaction)} rows.`);
+  }
+
+  // Paths inside the current directory print relative to it, others in full.
+  const relative = (p: string): string => {
+    const shown = path.relative(process.cwd(), p);
+    return shown === '' || shown.startsWith('..') ? p : shown;
+  };
+  lines.push('');
+  if (target.type === 'file') lines.push(`Replica (laid out as in a bucket): ${relative(target.root)}`);
+  else lines.push(`Replica: bucket ${target.bucket} on s3rver at ${target.endpoint} (stopped; its files were temporary)`);
+  for (const r of results) lines.push(`  ${r.replica}`);
+
+  const restoredDir = relative(path.join(options.workDir, 'restored'));
+  if (withLitestream) lines.push(`Restored copies: ${restoredDir}/ (<name>.litestream.db: restored by Litestream v0.3.13)`);
+  else lines.push(`Restored copies: ${restoredDir}/ (Litestream is not installed, so only walship restored the replicas)`);
+  if (target.type === 'file') {
+    lines.push(`Restore it yourself: node dist/src/cli/main.js restore -o /tmp/northwind.db file://${path.join(target.root, databasePrefix('northwind'))}`);
+  }
+
+  for (const r of results) {
+    for (const difference of r.differences) lines.push(`MISMATCH ${r.db.name}: ${difference}`);
+  }
+  const allMatch = results.every((r) => r.differences.length === 0);
+  lines.push('', `${allMatch ? 'All databases match' : 'Some databases DO NOT match'} (seed ${options.seed}, ${(elapsedMs / 1000).toFixed(1)} s).`);
+  console.log(lines.join('\n'));
+}
+
+/** Formats one row per database: transactions written, rows, hashes of the source and each restored copy, and the verdict. */
+function comparisonTable(results: Verification[], stats: { northwind: WriterStats; chinook: WriterStats }, withLitestream: boolean): string {
+  const header = ['database', 'transactions', 'rows', 'source sha256', 'restored sha256'];
+  if (withLitestream) header.push('litestream sha256');
+  header.push('match');
+
   const rows = results.map((r) => {
     const written = r.db.name === 'northwind' ? stats.northwind : stats.chinook;
     const row = [
@@ -231,34 +269,18 @@ function printReport(results: Verification[], stats: { northwind: WriterStats; c
     row.push(r.differences.length === 0 ? 'yes' : 'NO');
     return row;
   });
-
-  const relative = (p: string): string => path.relative(process.cwd(), p) || '.';
-  const lines = ['', formatTable(header, rows), ''];
-  lines.push('Hashes are the first 16 hex digits of a SHA-256 over every table\'s rows in rowid order; rows counts all tables.');
-  for (const [name, written] of Object.entries(stats)) {
-    const operations = Object.entries(written.operations).map(([op, n]) => `${op} ${n}`).join(', ');
-    lines.push(`Writer, ${name}: ${operations}; ${formatCount(written.rowsWritten)} rows written, largest transaction ${formatCount(written.largestTransaction)} rows.`);
-  }
-
-  lines.push('', target.type === 'file' ? `Replica (laid out as in a bucket): ${relative(target.root)}` : `Replica: bucket ${target.bucket} on s3rver at ${target.endpoint} (stopped; its files were temporary)`);
-  for (const r of results) lines.push(`  ${r.replica}`);
-  lines.push(`Restored copies: ${relative(path.join(options.workDir, 'restored'))}/${withLitestream ? ' (<name>.litestream.db: restored by Litestream v0.3.13)' : ''}`);
-  if (!withLitestream) lines.push('Litestream is not installed (node_modules/@flydotio/litestream-linux-x64), so only walship restored the replicas.');
-  if (target.type === 'file') {
-    lines.push(`Restore it yourself: node dist/src/cli/main.js restore -o /tmp/northwind.db file://${path.join(target.root, databasePrefix('northwind'))}`);
-  }
-
-  for (const r of results) {
-    for (const difference of r.differences) lines.push(`MISMATCH ${r.db.name}: ${difference}`);
-  }
-  const allMatch = results.every((r) => r.differences.length === 0);
-  lines.push('', `${allMatch ? 'All databases match' : 'Some databases DO NOT match'} (seed ${options.seed}, ${(elapsedMs / 1000).toFixed(1)} s).`);
-  console.log(lines.join('\n'));
+  return formatTable(header, rows);
 }
 
 /** Starts s3rver on 127.0.0.1 with the demo bucket; s3rver is a dev dependency, so it loads only with --s3. */
 async function startS3(): Promise<{ target: Target; close: () => Promise<void> }> {
-  const { startS3Server, S3RVER_CREDENTIAL } = await import('../test/support/s3-server.js');
+  let support: typeof import('../test/support/s3-server.js');
+  try {
+    support = await import('../test/support/s3-server.js');
+  } catch (err) {
+    throw new Error(`--s3 needs the test helper dist/test/support/s3-server.js and the dev dependency s3rver; run npm ci and npm run build first`, { cause: err });
+  }
+  const { startS3Server, S3RVER_CREDENTIAL } = support;
   const server = await startS3Server();
   await server.createBucket(S3_BUCKET);
   return { target: { type: 's3', endpoint: server.endpoint, bucket: S3_BUCKET, credential: S3RVER_CREDENTIAL }, close: () => server.close() };

@@ -12,7 +12,7 @@ import { ZERO_POS, comparePos, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient } from './replica/client.js';
 import { createReplicaClient } from './replica/create.js';
-import { listSegments, listSnapshots } from './replica/listing.js';
+import { generationBounds, listGenerations, listSegments, listSnapshots } from './replica/listing.js';
 
 /** Largest WAL segment walship uploads; a longer run of frames becomes several segments. */
 export const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -177,6 +177,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   async #establish(generation: string): Promise<void> {
     const snapshots = await listSnapshots(this.client, generation);
     if (snapshots.length === 0) {
+      await this.#waitPastOtherGenerations(generation);
       await this.#snapshot();
       return;
     }
@@ -202,6 +203,23 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     }
     this.#pos = pos;
     this.log.info({ generation, pos: formatPos(pos) }, 'replica position restored');
+  }
+
+  // Restores pick the generation with the newest object time, and S3 keeps
+  // that time in whole seconds. A new generation's first object must land in
+  // a later second than every object of the others, or Litestream and walship
+  // could restore an older generation.
+  async #waitPastOtherGenerations(generation: string): Promise<void> {
+    let newest = 0;
+    for (const other of await listGenerations(this.client)) {
+      if (other === generation) continue;
+      const bounds = await generationBounds(this.client, other).catch(() => undefined);
+      if (bounds) newest = Math.max(newest, bounds.updatedAt.getTime());
+    }
+    const wait = Math.floor(newest / 1000) * 1000 + 1000 - Date.now();
+    if (wait <= 0) return;
+    this.log.info({ generation, wait: `${wait}ms` }, 'waiting for the next second before the first snapshot of a new generation');
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 
   // Uploads a snapshot of the database at the current index; the WAL of that

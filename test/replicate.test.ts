@@ -223,7 +223,7 @@ describe('replicate', () => {
         const writer = await h.openWriter();
         const replicator = await h.startReplicator();
 
-        await writeBursts(writer, 4);
+        await writeBursts(writer, 3);
         await replicator.sync();
         const sourceHash = contentHash(h.dbPath);
         await h.stopReplicator(replicator);
@@ -468,17 +468,17 @@ describe('replicate', () => {
         const other = await h.openWriter();
         const replicator = await h.startReplicator();
 
-        for (let round = 0; round < 2; round++) {
-          await writer.insert({ transactions: 40, rows: 5, bytes: 1000, pauseMs: 1, tag: `round ${round}` });
-          // While the write lock is held, walship's checkpoint runs but cannot
-          // take the write lock afterwards; the other writer's commits wait behind it.
-          const [held, waited] = await Promise.all([
-            writer.holdWrite({ rows: 5, bytes: 1000, holdMs: 1500, tag: `held ${round}` }),
-            sleep(100).then(() => other.insert({ transactions: 5, rows: 5, bytes: 1000, tag: `waiting ${round}` })),
-          ]);
-          assert.equal(held.commits, 1, held.busyErrors.join('\n'));
-          assert.equal(waited.busy, 0, waited.busyErrors.join('\n'));
-        }
+        await writer.insert({ transactions: 40, rows: 5, bytes: 1000, pauseMs: 1, tag: 'before' });
+
+        // While the write lock is held, walship's checkpoint (due once a
+        // second) runs but cannot take the write lock afterwards. The other
+        // writer's commits wait behind the lock.
+        const [held, waited] = await Promise.all([
+          writer.holdWrite({ rows: 5, bytes: 1000, holdMs: 1200, tag: 'held' }),
+          sleep(100).then(() => other.insert({ transactions: 5, rows: 5, bytes: 1000, tag: 'waiting' })),
+        ]);
+        assert.equal(held.commits, 1, held.busyErrors.join('\n'));
+        assert.equal(waited.busy, 0, waited.busyErrors.join('\n'));
         await writer.insert({ transactions: 20, rows: 5, bytes: 1000, pauseMs: 1, tag: 'after' });
         await replicator.sync();
         const sourceHash = contentHash(h.dbPath);
@@ -543,7 +543,7 @@ describe('replicate', () => {
     try {
       const writer = await h.openWriter();
       let replicator = await h.startReplicator();
-      await writeBursts(writer, 4);
+      await writeBursts(writer, 3);
       await replicator.sync();
 
       // Removal runs after each shipped segment without being awaited: poll, bounded.
