@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { formatPos } from '../src/pos.js';
 import { MAX_SEGMENT_BYTES } from '../src/replica.js';
-import { generationBounds } from '../src/replica/listing.js';
+import type { S3ClientConfig } from '../src/replica/client.js';
 import { restore } from '../src/restore.js';
 import type { RestoreResult } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
@@ -39,8 +39,8 @@ const BURST_GAP_MS = 1_100;
 // generation with the newest object.
 const SECOND_GAP_MS = 1_100;
 
-// Generation changes tried by the same-second case; each takes about a second.
-const SAME_SECOND_ATTEMPTS = 4;
+// Most generation changes in the same-second case; each takes under a second.
+const GENERATION_CHANGES = 5;
 
 // Bounded wait for a walship process to write its first snapshot.
 const START_TIMEOUT_MS = 10_000;
@@ -127,9 +127,11 @@ async function waitForSnapshot(h: Harness, kind: ReplicaKind, walship: WalshipPr
   throw new Error(`walship wrote no snapshot within ${START_TIMEOUT_MS} ms:\n${walship.output()}`);
 }
 
-/** Waits, bounded, until the clock is within the first 50 ms of a second. */
-async function untilStartOfSecond(): Promise<void> {
-  for (let i = 0; i < 100 && Date.now() % 1000 > 50; i++) await sleep(Math.min(20, 1000 - (Date.now() % 1000)));
+/** Sets the access and modification time of every file below `dir`. */
+async function setObjectTimes(dir: string, time: Date): Promise<void> {
+  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) await fs.utimes(path.join(entry.parentPath, entry.name), time, time);
+  }
 }
 
 /** Checks that an application checkpoint ran to the end: no error and no busy reader. */
@@ -284,31 +286,26 @@ describe('replicate', () => {
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'first run' });
       await replicator.sync();
 
-      // Each attempt ends a generation and starts the next within one second.
-      // Equal times only mislead a restore that breaks ties by name when the
-      // newer generation sorts after the older, so attempts continue until
-      // that happens: about half of them, at most SAME_SECOND_ATTEMPTS.
-      let exercised = false;
-      for (let attempt = 0; attempt < SAME_SECOND_ATTEMPTS && !exercised; attempt++) {
-        const older = replicator.databases[0]!.db.pos().generation;
-        await untilStartOfSecond();
-        await writer.insert({ transactions: 1, rows: 5, bytes: 500, tag: `end of run ${attempt}` });
-        await replicator.sync();
+      // Generations change until the newest one does not sort first by name,
+      // because a restore that breaks equal times by name picks the first.
+      let newest = '';
+      let generations: string[] = [];
+      for (let change = 0; change < GENERATION_CHANGES && (change === 0 || generations[0] === newest); change++) {
         await h.stopReplicator(replicator);
         assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
-        await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: `after truncate ${attempt}` });
+        await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: `after truncate ${change}` });
         replicator = await h.startReplicator();
         await replicator.sync();
-
-        const newer = replicator.databases[0]!.db.pos().generation;
-        const times = await h.withClient('s3', (client) => Promise.all([older, newer].map(async (g) => (await generationBounds(client, g)).updatedAt.getTime())));
-        t.diagnostic(`attempt ${attempt}: ${older} then ${newer}, newest objects at ${times.map((ms) => new Date(ms).toISOString()).join(' and ')}`);
-        exercised = times[0] === times[1] && newer > older;
+        newest = replicator.databases[0]!.db.pos().generation;
+        generations = await h.generations('s3');
       }
       const sourceHash = contentHash(h.dbPath);
       await h.stopReplicator(replicator);
+      t.diagnostic(`generations ${generations.join(', ')}, newest ${newest}`);
 
-      if (!exercised) t.diagnostic('no attempt gave the newer generation a tied time and a later name');
+      // Generation changes a second apart give every object the same
+      // LastModified on S3. The test server takes it from the file times.
+      await setObjectTimes(path.join(s3.directory, s3.bucket, (h.replicaConfig('s3') as S3ClientConfig).prefix), new Date());
       await assertRestoreEquals(h, 's3', sourceHash);
       await writer.close();
     });
@@ -468,16 +465,16 @@ describe('replicate', () => {
         const other = await h.openWriter();
         const replicator = await h.startReplicator();
 
-        await writer.insert({ transactions: 40, rows: 5, bytes: 1000, pauseMs: 1, tag: 'before' });
-
-        // While the write lock is held, walship's checkpoint (due once a
-        // second) runs but cannot take the write lock afterwards. The other
-        // writer's commits wait behind the lock.
+        // About 80 WAL frames are committed right before the write lock is
+        // taken, so walship's next checkpoint (at most a second away) falls
+        // inside the 1.5 s that the lock is held. The checkpoint runs, but
+        // walship cannot take the write lock after it. The other writer's
+        // commits wait behind the lock.
         const [held, waited] = await Promise.all([
-          writer.holdWrite({ rows: 5, bytes: 1000, holdMs: 1200, tag: 'held' }),
-          sleep(100).then(() => other.insert({ transactions: 5, rows: 5, bytes: 1000, tag: 'waiting' })),
+          writer.holdWrite({ transactionsBefore: 20, rows: 5, bytes: 1000, holdMs: 1500, tag: 'held' }),
+          sleep(300).then(() => other.insert({ transactions: 5, rows: 5, bytes: 1000, tag: 'waiting' })),
         ]);
-        assert.equal(held.commits, 1, held.busyErrors.join('\n'));
+        assert.equal(held.commits, 21, held.busyErrors.join('\n'));
         assert.equal(waited.busy, 0, waited.busyErrors.join('\n'));
         await writer.insert({ transactions: 20, rows: 5, bytes: 1000, pauseMs: 1, tag: 'after' });
         await replicator.sync();

@@ -43,6 +43,9 @@ export interface InsertRequest {
 
 /** A write transaction kept open: BEGIN IMMEDIATE, rows inserted, a pause holding the write lock, COMMIT. */
 export interface HoldRequest {
+  /** Transactions of `rows` rows each committed back to back just before the held one. Defaults to 0. */
+  transactionsBefore?: number;
+  /** Rows of each transaction. */
   rows: number;
   /** Random payload bytes per row. */
   bytes: number;
@@ -274,26 +277,29 @@ class WriterChild {
   }
 
   async #hold(request: HoldRequest): Promise<WriterCounts> {
+    const before = await this.#insert({ transactions: request.transactionsBefore ?? 0, rows: request.rows, bytes: request.bytes, tag: request.tag });
+
     const db = this.#connection();
     const statement = db.prepare('INSERT INTO t (tag, payload) VALUES (?, ?)');
-    const counts: WriterCounts = { commits: 0, busy: 0, busyErrors: [] };
+    const held: WriterCounts = { commits: 0, busy: 0, busyErrors: [] };
     try {
       db.exec('BEGIN IMMEDIATE');
       try {
         for (let row = 0; row < request.rows; row++) statement.run(request.tag ?? 'hold', randomBytes(request.bytes));
         await sleep(request.holdMs);
         db.exec('COMMIT');
-        counts.commits++;
+        held.commits++;
       } finally {
         if (db.inTransaction) db.exec('ROLLBACK');
       }
     } catch (err) {
       if (!isBusy(err)) throw err;
-      counts.busy++;
-      counts.busyErrors.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
+      held.busy++;
+      held.busyErrors.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
     }
-    this.#record(counts);
-    return counts;
+    this.#record(held);
+
+    return { commits: before.commits + held.commits, busy: before.busy + held.busy, busyErrors: [...before.busyErrors, ...held.busyErrors] };
   }
 
   #record(counts: WriterCounts): void {
