@@ -14,12 +14,11 @@ test: ## Build and run the whole test suite
 demo: ## Replicate Northwind and Chinook, restore them and compare (./demo-run)
 	npm run demo
 
-bench: ## Run the benchmarks in bench/
+bench: ## Measure replication lag (commit to stored) with a file replica
 	npm run bench
 
-# TODO: run the long soak tests here once they exist; until then SOAK=1 has no effect on the suite.
-soak: ## Run the test suite with SOAK=1
-	SOAK=1 npm test
+soak: ## Run the crash test with many more SIGKILL rounds (SOAK=1)
+	npm run build && SOAK=1 node --test dist/test/crash.test.js
 
 clean: ## Delete dist/ and demo-run/
 	rm -rf dist demo-run

@@ -62,7 +62,10 @@ function waitExit(child: ChildProcess, ms: number): Promise<number | null> {
   });
 }
 
-test('replicate survives SIGKILL rounds', { timeout: 120_000 }, async () => {
+// `make soak` sets SOAK=1 for a longer run.
+const ROUNDS = process.env.SOAK === '1' ? 25 : 4;
+
+test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 }, async () => {
   const seed = Number(process.env.WALSHIP_SEED ?? Date.now() % 100_000);
   const next = random(seed);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'walship-crash-'));
@@ -114,7 +117,7 @@ test('replicate survives SIGKILL rounds', { timeout: 120_000 }, async () => {
 
     // Kill walship at random moments; sometimes let the application truncate
     // the WAL while walship is down, which must start a new generation.
-    for (let round = 0; round < 4; round++) {
+    for (let round = 0; round < ROUNDS; round++) {
       const { child } = start();
       await sleep(400 + Math.floor(next() * 1200));
       child.kill('SIGKILL');
