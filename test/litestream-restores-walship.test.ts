@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { MAX_SEGMENT_BYTES } from '../src/replica.js';
 import type { FileClientConfig, S3ClientConfig } from '../src/replica/client.js';
 import { restore } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
@@ -48,6 +49,8 @@ before(async () => {
     for (let burst = 0; burst < 4; burst++) {
       if (burst > 0) await sleep(BURST_GAP_MS);
       await writer.insert({ transactions: 50, rows: 5, bytes: 1000, pauseMs: 1, tag: `burst ${burst}` });
+      // About 17 MiB in one commit, which walship ships as two WAL segments of one index.
+      if (burst === 1) await writer.insert({ transactions: 1, rows: 4200, bytes: 4000, tag: 'large' });
       // The application's own PASSIVE checkpoint moves pages up to walship's read mark.
       await writer.checkpoint('PASSIVE');
       await writer.exec(`UPDATE t SET tag = tag || ' updated' WHERE id % 7 = ${burst}`);
@@ -140,6 +143,9 @@ describe('Litestream restores walship replicas', () => {
       const segments = await h.decodedSegments(kind, generation);
       const indexes = new Set(segments.map((s) => s.index));
       assert.ok(indexes.size >= 3, `WAL indexes ${[...indexes].join(', ')}\n${h.logText()}`);
+      const largeIndex = [...indexes].find((index) => segments.filter((s) => s.index === index).reduce((sum, s) => sum + s.length, 0) > MAX_SEGMENT_BYTES);
+      const parts = segments.filter((s) => s.index === largeIndex);
+      assert.ok(parts.length >= 2, `the large transaction is in ${parts.length} segment(s): ${segments.map((s) => `${s.key}=${s.length}`).join(', ')}`);
     });
   }
 

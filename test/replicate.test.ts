@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { formatPos } from '../src/pos.js';
 import { MAX_SEGMENT_BYTES } from '../src/replica.js';
-import type { S3ClientConfig } from '../src/replica/client.js';
+import { generationBounds } from '../src/replica/listing.js';
 import { restore } from '../src/restore.js';
 import type { RestoreResult } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
@@ -33,14 +33,6 @@ const NO_CHECKPOINTS: HarnessOptions['database'] = { minCheckpointPageCount: 1_0
 
 // Pause between write bursts: longer than walship's one-second spacing of checkpoints.
 const BURST_GAP_MS = 1_100;
-
-// Pause between two runs that must land their newest objects in different
-// seconds: S3 reports LastModified to the second, and the restore picks the
-// generation with the newest object.
-const SECOND_GAP_MS = 1_100;
-
-// Most generation changes in the same-second case; each takes under a second.
-const GENERATION_CHANGES = 5;
 
 // Bounded wait for a walship process to write its first snapshot.
 const START_TIMEOUT_MS = 10_000;
@@ -127,11 +119,9 @@ async function waitForSnapshot(h: Harness, kind: ReplicaKind, walship: WalshipPr
   throw new Error(`walship wrote no snapshot within ${START_TIMEOUT_MS} ms:\n${walship.output()}`);
 }
 
-/** Sets the access and modification time of every file below `dir`. */
-async function setObjectTimes(dir: string, time: Date): Promise<void> {
-  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) await fs.utimes(path.join(entry.parentPath, entry.name), time, time);
-  }
+/** Waits, bounded, until the clock is within the first 50 ms of a second. */
+async function untilStartOfSecond(): Promise<void> {
+  for (let i = 0; i < 100 && Date.now() % 1000 > 50; i++) await sleep(Math.min(20, 1000 - (Date.now() % 1000)));
 }
 
 /** Checks that an application checkpoint ran to the end: no error and no busy reader. */
@@ -254,7 +244,6 @@ describe('replicate', () => {
         await h.stopReplicator(replicator);
         const firstHash = contentHash(h.dbPath);
         const [firstGeneration] = await h.generations(kind);
-        await sleep(SECOND_GAP_MS);
 
         // With walship stopped nothing holds a read transaction, so TRUNCATE empties the WAL.
         await writer.insert({ transactions: 20, rows: 5, bytes: 500, tag: 'stopped' });
@@ -278,34 +267,36 @@ describe('replicate', () => {
     });
   }
 
-  // S3 only: S3 reports LastModified to the second, file modification times are finer.
-  test('new generation in the same second: s3', async (t) => {
+  // S3 only: S3 keeps LastModified in whole seconds, file modification times are finer.
+  test('new generation in the same second: s3', async () => {
     await withHarness('s3', {}, async (h) => {
       const writer = await h.openWriter();
       let replicator = await h.startReplicator();
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'first run' });
       await replicator.sync();
+      const older = replicator.databases[0]!.db.pos().generation;
 
-      // Generations change until the newest one does not sort first by name,
-      // because a restore that breaks equal times by name picks the first.
-      let newest = '';
-      let generations: string[] = [];
-      for (let change = 0; change < GENERATION_CHANGES && (change === 0 || generations[0] === newest); change++) {
-        await h.stopReplicator(replicator);
-        assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
-        await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: `after truncate ${change}` });
-        replicator = await h.startReplicator();
-        await replicator.sync();
-        newest = replicator.databases[0]!.db.pos().generation;
-        generations = await h.generations('s3');
-      }
+      // From the start of a second, the last upload of this generation and
+      // the first uploads of the next take about 600 ms on 2 cores.
+      await untilStartOfSecond();
+      await writer.insert({ transactions: 1, rows: 5, bytes: 500, tag: 'end of first run' });
+      await replicator.sync();
+      await h.stopReplicator(replicator);
+      assertCheckpointDone(await writer.checkpoint('TRUNCATE'));
+      await writer.insert({ transactions: 5, rows: 5, bytes: 500, tag: 'after truncate' });
+      replicator = await h.startReplicator();
+      await replicator.sync();
+      const newer = replicator.databases[0]!.db.pos().generation;
       const sourceHash = contentHash(h.dbPath);
       await h.stopReplicator(replicator);
-      t.diagnostic(`generations ${generations.join(', ')}, newest ${newest}`);
 
-      // Generation changes a second apart give every object the same
-      // LastModified on S3. The test server takes it from the file times.
-      await setObjectTimes(path.join(s3.directory, s3.bucket, (h.replicaConfig('s3') as S3ClientConfig).prefix), new Date());
+      // Restores take the generation with the newest object, breaking equal
+      // times by name, so the newer generation must end in a later second.
+      const [olderTime, newerTime] = await h.withClient('s3', (client) =>
+        Promise.all([older, newer].map(async (generation) => (await generationBounds(client, generation)).updatedAt.getTime())),
+      );
+      const times = `${older} ends at ${new Date(olderTime!).toISOString()}, ${newer} at ${new Date(newerTime!).toISOString()}`;
+      assert.ok(newerTime! > olderTime!, times);
       await assertRestoreEquals(h, 's3', sourceHash);
       await writer.close();
     });
@@ -559,7 +550,6 @@ describe('replicate', () => {
       );
       await h.stopReplicator(replicator);
       const firstGeneration = meta.current;
-      await sleep(SECOND_GAP_MS);
 
       // A TRUNCATE while walship is stopped forces a new generation at the next start.
       await writer.insert({ transactions: 10, rows: 5, bytes: 500, tag: 'stopped' });

@@ -277,29 +277,29 @@ class WriterChild {
   }
 
   async #hold(request: HoldRequest): Promise<WriterCounts> {
-    const before = await this.#insert({ transactions: request.transactionsBefore ?? 0, rows: request.rows, bytes: request.bytes, tag: request.tag });
+    const beforeCounts = await this.#insert({ transactions: request.transactionsBefore ?? 0, rows: request.rows, bytes: request.bytes, tag: request.tag });
 
     const db = this.#connection();
     const statement = db.prepare('INSERT INTO t (tag, payload) VALUES (?, ?)');
-    const held: WriterCounts = { commits: 0, busy: 0, busyErrors: [] };
+    const heldCounts: WriterCounts = { commits: 0, busy: 0, busyErrors: [] };
     try {
       db.exec('BEGIN IMMEDIATE');
       try {
         for (let row = 0; row < request.rows; row++) statement.run(request.tag ?? 'hold', randomBytes(request.bytes));
         await sleep(request.holdMs);
         db.exec('COMMIT');
-        held.commits++;
+        heldCounts.commits++;
       } finally {
         if (db.inTransaction) db.exec('ROLLBACK');
       }
     } catch (err) {
       if (!isBusy(err)) throw err;
-      held.busy++;
-      held.busyErrors.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
+      heldCounts.busy++;
+      heldCounts.busyErrors.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
     }
-    this.#record(held);
+    this.#record(heldCounts);
 
-    return { commits: before.commits + held.commits, busy: before.busy + held.busy, busyErrors: [...before.busyErrors, ...held.busyErrors] };
+    return { commits: beforeCounts.commits + heldCounts.commits, busy: beforeCounts.busy + heldCounts.busy, busyErrors: [...beforeCounts.busyErrors, ...heldCounts.busyErrors] };
   }
 
   #record(counts: WriterCounts): void {
