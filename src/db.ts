@@ -59,13 +59,14 @@ export class DB extends EventEmitter<DBEvents> {
   // SQLite had checkpointed all of it under walship's watch; see verifyWal.
   #complete = false;
   #lastCheckpoint = Date.now();
-  #lastCheckpointAttempt = 0;
+  #checkpointRetryAt = 0;
   #syncMutex = new Mutex();
   #syncQueued = false;
   #coordinator = new Mutex();
   #timer: NodeJS.Timeout | undefined;
   #watcher: fs.FSWatcher | undefined;
   #closed = true;
+  #captureStopped = false;
   #lastError = '';
   #lastErrorAt = 0;
 
@@ -120,17 +121,29 @@ export class DB extends EventEmitter<DBEvents> {
   }
 
   /**
-   * Stops watching, runs a last sync, and closes the connections. The
+   * Stops watching the WAL and runs a last sync. The shadow WAL and the
+   * database file stay readable, so replicas can ship what was captured and
+   * take a snapshot if they still need one; `close` releases them.
+   */
+  async stopCapture(): Promise<void> {
+    this.#stopMonitor();
+    await this.sync();
+    this.#captureStopped = true;
+  }
+
+  /**
+   * Stops capture if that has not happened, and closes the connections. The
    * read-only connection closes last so that SQLite does not delete the WAL,
    * which keeps the generation alive for the next start.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#stopMonitor();
-    try {
-      await this.sync();
-    } catch (err) {
-      this.log.error({ err }, 'final sync failed');
+    if (!this.#captureStopped) {
+      try {
+        await this.stopCapture();
+      } catch (err) {
+        this.log.error({ err }, 'final sync failed');
+      }
     }
     await this.#syncMutex.run(async () => {
       this.#closed = true;
@@ -150,7 +163,7 @@ export class DB extends EventEmitter<DBEvents> {
   sync(): Promise<void> {
     return this.#syncMutex.run(async () => {
       this.#syncQueued = false;
-      if (this.#closed) return;
+      if (this.#closed || this.#captureStopped) return;
       const before = this.pos();
 
       if (this.#fileReplaced()) {
@@ -418,12 +431,11 @@ export class DB extends EventEmitter<DBEvents> {
     else if (cfg.checkpointInterval > 0 && Date.now() - this.#lastCheckpoint >= cfg.checkpointInterval && frames > 1) mode = 'PASSIVE';
     if (!mode) return;
 
-    // A checkpoint that could not finish (a reader holds old frames) is retried
-    // at most once a second rather than on every WAL change.
-    if (Date.now() - this.#lastCheckpointAttempt < 1000) return;
-    this.#lastCheckpointAttempt = Date.now();
-
-    await this.#coordinator.tryRun(() => this.checkpoint(mode));
+    // A checkpoint that could not finish, because a reader still uses old
+    // frames, is retried at most once a second rather than on every WAL change.
+    if (Date.now() < this.#checkpointRetryAt) return;
+    const result = await this.#coordinator.tryRun(() => this.checkpoint(mode));
+    if (result && !this.#complete) this.#checkpointRetryAt = Date.now() + 1000;
   }
 
   /**

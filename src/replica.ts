@@ -177,8 +177,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   async #establish(generation: string): Promise<void> {
     const snapshots = await listSnapshots(this.client, generation);
     if (snapshots.length === 0) {
-      await this.#waitPastOtherGenerations(generation);
-      await this.#snapshot();
+      await this.#startGeneration(generation);
       return;
     }
 
@@ -209,17 +208,35 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // that time in whole seconds. A new generation's first object must land in
   // a later second than every object of the others, or Litestream and walship
   // could restore an older generation.
-  async #waitPastOtherGenerations(generation: string): Promise<void> {
+  // The local clock only estimates the store's, so after the upload the
+  // snapshot's stored time is checked, and the snapshot is written again a
+  // second later while it does not stand after the other generations.
+  async #startGeneration(generation: string): Promise<void> {
+    const newest = await this.#newestOtherObject(generation);
+    const wait = Math.floor(newest / 1000) * 1000 + 1000 - Date.now();
+    if (wait > 0) {
+      this.log.info({ generation, wait: `${wait}ms` }, 'waiting for the next second before the first snapshot of a new generation');
+      await sleep(wait);
+    }
+
+    for (let attempt = 0; ; attempt++) {
+      await this.#snapshot();
+      const stored = (await listSnapshots(this.client, this.#pos.generation)).at(-1)?.createdAt.getTime() ?? Infinity;
+      if (Math.floor(stored / 1000) > Math.floor(newest / 1000) || attempt >= 3) return;
+      this.log.warn({ generation, stored: new Date(stored).toISOString(), newest: new Date(newest).toISOString() }, 'snapshot stored in the same second as an older generation, writing it again');
+      await sleep(1000);
+    }
+  }
+
+  // Returns the newest object time of every generation but `generation`, in ms.
+  async #newestOtherObject(generation: string): Promise<number> {
     let newest = 0;
     for (const other of await listGenerations(this.client)) {
       if (other === generation) continue;
       const bounds = await generationBounds(this.client, other).catch(() => undefined);
       if (bounds) newest = Math.max(newest, bounds.updatedAt.getTime());
     }
-    const wait = Math.floor(newest / 1000) * 1000 + 1000 - Date.now();
-    if (wait <= 0) return;
-    this.log.info({ generation, wait: `${wait}ms` }, 'waiting for the next second before the first snapshot of a new generation');
-    await new Promise((resolve) => setTimeout(resolve, wait));
+    return newest;
   }
 
   // Uploads a snapshot of the database at the current index; the WAL of that
@@ -237,4 +254,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       this.emit('snapshot', source.generation, source.index, stats.rawBytes);
     });
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

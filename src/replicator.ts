@@ -86,8 +86,10 @@ export class Replicator {
 
     let first: unknown;
     for (const { db, replicas } of this.databases) {
+      // Capture stops first, so the replicas' final ship covers every frame
+      // the database will ever capture in this run.
       try {
-        await db.sync();
+        await db.stopCapture();
       } catch (err) {
         first ??= err;
         this.log.error({ db: db.name, err: describeError(err) }, 'final sync failed');
