@@ -18,7 +18,7 @@ import { WAL_HEADER_SIZE, frameSize } from './wal.js';
 import { openConnections, checkSqliteVersion } from './sqlite.js';
 import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
 
-/** What a snapshot reads: the database file through walship's long-lived descriptor. */
+/** Source of a snapshot: the database file, read through walship's long-lived descriptor. */
 export interface SnapshotSource {
   generation: string;
   index: number;
@@ -55,7 +55,7 @@ export class DB extends EventEmitter<DBEvents> {
   #pageSize = 4096;
   #generation = '';
   #shadow: ShadowWal | undefined;
-  // True while the shadow holds every frame of the current incarnation and
+  // True while the shadow contains every frame of the current incarnation and
   // SQLite had checkpointed all of it under walship's watch; see verifyWal.
   #complete = false;
   #lastCheckpoint = Date.now();
@@ -123,7 +123,7 @@ export class DB extends EventEmitter<DBEvents> {
   /**
    * Stops watching the WAL and runs a last sync. The shadow WAL and the
    * database file stay readable, so replicas can ship what was captured and
-   * take a snapshot if they still need one; `close` releases them.
+   * take a snapshot if they still need one. `close` releases them.
    */
   async stopCapture(): Promise<void> {
     this.#stopMonitor();
@@ -185,9 +185,9 @@ export class DB extends EventEmitter<DBEvents> {
   }
 
   /**
-   * Runs `fn` with the database file pinned for a snapshot: walship's read
-   * transaction is held and its own checkpoints and generation changes wait,
-   * so the file only changes by backfill of frames of the current index, which
+   * Runs `fn` with the database file pinned for a snapshot. walship's read
+   * transaction is held and its own checkpoints and generation changes wait.
+   * So the file only changes by backfill of frames of the current index, which
    * a restore replays anyway.
    */
   withSnapshot<T>(fn: (source: SnapshotSource) => Promise<T>): Promise<T> {
@@ -223,7 +223,7 @@ export class DB extends EventEmitter<DBEvents> {
     }
     if (pos.offset >= end) return Buffer.alloc(0);
 
-    // Cut at a frame boundary: a segment holds whole frames only.
+    // Cut at a frame boundary, because a segment contains whole frames only.
     const fsz = frameSize(this.#pageSize);
     let length = Math.min(end - pos.offset, maxBytes);
     const base = pos.offset === 0 ? WAL_HEADER_SIZE : 0;
@@ -530,7 +530,7 @@ export class DB extends EventEmitter<DBEvents> {
 /**
  * Reports whether a checkpoint left nothing in the WAL that walship lacks:
  * SQLite backfilled every frame, the WAL header did not change meanwhile, and
- * the shadow holds exactly the frames the checkpoint saw.
+ * the shadow contains exactly the frames the checkpoint saw.
  */
 function isCompleteCheckpoint(
   result: CheckpointResult | undefined,

@@ -3,7 +3,7 @@
  * with a message naming the database, the object key or the position.
  */
 export type WalshipErrorCode =
-  /** A replica holds no generation (nothing to restore). */
+  /** A replica contains no generation, so there is nothing to restore. */
   | 'NO_GENERATION'
   /** A frame, LZ4 block or object failed its checksum. */
   | 'CHECKSUM_MISMATCH'

@@ -12,7 +12,7 @@ export interface LoggerOptions {
   level?: string;
   /** `text` (default) prints `time LEVEL message key=value ...`; `json` prints one JSON object a line. */
   format?: LogFormat;
-  /** Where lines go. Defaults to standard error. */
+  /** Destination of log lines. Defaults to standard error. */
   destination?: { write(line: string): unknown };
 }
 
@@ -72,7 +72,7 @@ function toText(line: string): string {
   return parts.filter((p) => p !== '').join(' ') + '\n';
 }
 
-/** Quotes a logfmt value when it holds spaces, quotes or `=`. */
+/** Quotes a logfmt value when it contains spaces, quotes or `=`. */
 function formatValue(value: unknown): string {
   let text: string;
   if (typeof value === 'string') text = value;

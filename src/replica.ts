@@ -33,8 +33,8 @@ export interface ReplicaEvents {
  * Ships one database's shadow WAL to one replica location: a snapshot when the
  * replica has none for the current generation, then WAL segments in order.
  *
- * The position only moves past an object once the store has confirmed it, and
- * after any failure it is derived again from the replica's own listing, so a
+ * The position only moves past an object once the store has confirmed it.
+ * After any failure it is derived again from the replica's own listing, so a
  * crash or an error never leaves a gap that restore would read past.
  */
 export class Replica extends EventEmitter<ReplicaEvents> {
@@ -171,7 +171,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.emit('shipped', pre, this.#pos, bytes);
   }
 
-  // Finds where this replica stands in `generation`: after the newest stored
+  // Finds the position of this replica in `generation`: after the newest stored
   // segment, or at the start of the newest snapshot's index. Takes a snapshot
   // when the generation has none on this replica.
   async #establish(generation: string): Promise<void> {

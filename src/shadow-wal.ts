@@ -106,7 +106,7 @@ export class ShadowWal {
     this.checksum = checksum;
   }
 
-  /** Reads the last frame in the file, or undefined when it holds none. */
+  /** Reads the last frame in the file, or undefined when it contains none. */
   readLastFrame(): Buffer | undefined {
     if (!this.header || this.frameCount === 0) return undefined;
     const size = frameSize(this.header.pageSize);
@@ -125,7 +125,7 @@ export class ShadowWal {
     this.checksum = [header.checksum1, header.checksum2];
   }
 
-  // Appends at the recorded size and fsyncs, so the file never holds bytes
+  // Appends at the recorded size and fsyncs, so the file never contains bytes
   // that the in-memory state does not account for.
   private append(data: Buffer): void {
     const fd = fs.openSync(this.path, 'r+');

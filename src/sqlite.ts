@@ -41,7 +41,7 @@ export function checkSqliteVersion(): void {
 /**
  * walship's two connections to a database.
  *
- * - `ro`, opened read-only, holds the long-running read transaction that stops
+ * - `ro`, opened read-only, keeps the long-running read transaction that stops
  *   anyone else from checkpointing past frames walship has not copied. It is
  *   closed last: SQLite deletes the WAL when the last connection closes after a
  *   full checkpoint, but a read-only connection cannot checkpoint, so its close

@@ -4,7 +4,7 @@ import { ShadowWal, readRange } from './shadow-wal.js';
 import { WAL_HEADER_SIZE, alignToFrame, frameSize, parseWalHeader, sameWalHeader, verifyFrame } from './wal.js';
 import type { WalHeader } from './wal.js';
 
-/** What the real WAL looks like now: its header (when valid) and size. */
+/** State of the real WAL: its header (when valid) and size. */
 export interface WalState {
   headerBytes: Buffer | undefined;
   header: WalHeader | undefined;
@@ -18,7 +18,7 @@ export interface WalState {
  *   had copied all of it).
  * - `restart`: SQLite restarted the WAL and nothing walship needed was lost;
  *   finish the current index and start the next one.
- * - `new-generation`: continuity cannot be proven; `reason` says why.
+ * - `new-generation`: continuity cannot be proven, and `reason` names the cause.
  */
 export type Verdict =
   | { kind: 'continue' }
@@ -48,7 +48,7 @@ export function readWalState(walPath: string): WalState {
 
 /**
  * Decides whether the real WAL still continues the shadow WAL. `complete`
- * says that the shadow holds the whole incarnation and that SQLite had
+ * means that the shadow contains the whole incarnation and that SQLite had
  * checkpointed all of it, so a restart or truncation afterwards loses nothing.
  */
 export function verifyWal(walPath: string, wal: WalState, shadow: ShadowWal, complete: boolean): Verdict {

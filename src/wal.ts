@@ -113,7 +113,7 @@ export function walChecksum(bigEndian: boolean, data: Uint8Array, s1: number, s2
 /**
  * Checks one frame against the header salts and the running checksum, and
  * returns the checksum to continue from, or undefined when the frame is not
- * valid. `frame` holds the frame header followed by the page image.
+ * valid. `frame` contains the frame header followed by the page image.
  */
 export function verifyFrame(header: WalHeader, frame: Uint8Array, s1: number, s2: number): [number, number] | undefined {
   const fh = parseFrameHeader(frame);
