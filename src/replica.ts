@@ -45,6 +45,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   readonly log: Logger;
 
   #pool: ShipPool;
+  #txLog: Logger;
   #pos: Pos = ZERO_POS;
   #mutex = new Mutex();
   #timer: NodeJS.Timeout | undefined;
@@ -62,6 +63,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.#pool = pool;
     this.client = createReplicaClient(config.client);
     this.log = logger.child({ db: db.name, replica: config.name });
+    // The shipped-transaction line starts with db=, pre=, post= and elapsed=,
+    // the fields operators grep for, so its replica field comes after them.
+    this.#txLog = logger.child({ db: db.name });
   }
 
   /** End of what this replica has stored; the zero position until known. */
@@ -164,8 +168,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     await this.#pool.putSegment({ client: this.config.client, key, data });
 
     this.#pos = { generation: pre.generation, index: pre.index, offset: pre.offset + bytes };
-    this.log.info(
-      { pre: formatPos(pre), post: formatPos(this.#pos), elapsed: `${Date.now() - started}ms`, bytes, key },
+    this.#txLog.info(
+      { pre: formatPos(pre), post: formatPos(this.#pos), elapsed: `${Date.now() - started}ms`, replica: this.name, bytes, key },
       'new transaction:',
     );
     this.emit('shipped', pre, this.#pos, bytes);
@@ -213,7 +217,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // second later while it does not stand after the other generations.
   async #startGeneration(generation: string): Promise<void> {
     const newest = await this.#newestOtherObject(generation);
-    const wait = Math.floor(newest / 1000) * 1000 + 1000 - Date.now();
+    // A store with sub-second times (file mtimes) needs no wait.
+    const wholeSeconds = newest % 1000 === 0;
+    const wait = wholeSeconds ? newest + 1000 - Date.now() : 0;
     if (wait > 0) {
       this.log.info({ generation, wait: `${wait}ms` }, 'waiting for the next second before the first snapshot of a new generation');
       await sleep(wait);
@@ -222,7 +228,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     for (let attempt = 0; ; attempt++) {
       await this.#snapshot();
       const stored = (await listSnapshots(this.client, this.#pos.generation)).at(-1)?.createdAt.getTime() ?? Infinity;
-      if (Math.floor(stored / 1000) > Math.floor(newest / 1000) || attempt >= 3) return;
+      const later = wholeSeconds ? Math.floor(stored / 1000) > Math.floor(newest / 1000) : stored > newest;
+      if (later || attempt >= 3) return;
       this.log.warn({ generation, stored: new Date(stored).toISOString(), newest: new Date(newest).toISOString() }, 'snapshot stored in the same second as an older generation, writing it again');
       await sleep(1000);
     }
