@@ -67,6 +67,8 @@ export class DB extends EventEmitter<DBEvents> {
   #watcher: fs.FSWatcher | undefined;
   #closed = true;
   #captureStopped = false;
+  // Why the generation found at open could not continue, for the new generation's log line.
+  #clearedReason: string | undefined;
   #lastError = '';
   #lastErrorAt = 0;
 
@@ -115,7 +117,7 @@ export class DB extends EventEmitter<DBEvents> {
     await removeTempFiles(this.config.metaPath);
     await this.#loadState();
 
-    this.log.info({ path: this.config.path, meta: this.config.metaPath, pos: formatPos(this.pos()) }, 'database opened');
+    this.log.info({ path: this.config.path, meta: this.config.metaPath, pos: formatPos(this.pos()) || undefined }, 'database opened');
     await this.sync();
     this.#startMonitor();
   }
@@ -170,7 +172,9 @@ export class DB extends EventEmitter<DBEvents> {
         await this.#coordinator.run(() => this.#reopen());
         await this.#coordinator.run(() => this.#createGeneration('database file replaced'));
       } else if (!this.#generation || !this.#shadow) {
-        await this.#coordinator.run(() => this.#createGeneration('no generation exists'));
+        const reason = this.#clearedReason ?? 'no generation exists';
+        this.#clearedReason = undefined;
+        await this.#coordinator.run(() => this.#createGeneration(reason));
       } else if (this.#shadow.index >= MAX_INDEX) {
         await this.#coordinator.run(() => this.#createGeneration('max index exceeded'));
       }
@@ -279,6 +283,7 @@ export class DB extends EventEmitter<DBEvents> {
       .sort((a, b) => a - b);
     if (indexes.length === 0) {
       this.log.warn({ generation }, 'no shadow wal found, starting a new generation');
+      this.#clearedReason = 'no shadow wal';
       return;
     }
 
@@ -287,12 +292,13 @@ export class DB extends EventEmitter<DBEvents> {
 
     // A WAL whose header differs from the shadow's was checkpointed or restarted
     // while walship was stopped: frames may have been lost, so start over.
-    if (shadow.header && (!wal.header || !wal.headerBytes!.equals(shadow.headerBytes!))) {
-      this.log.warn({ generation, reason: wal.header ? 'wal header changed' : 'wal missing' }, 'cannot continue the last position, clearing generation');
-      return;
-    }
-    if (!shadow.header && wal.header) {
-      this.log.warn({ generation, reason: 'wal started while walship was stopped' }, 'cannot continue the last position, clearing generation');
+    let reason: string | undefined;
+    if (shadow.header && !wal.header) reason = 'wal missing at start';
+    else if (shadow.header && !wal.headerBytes!.equals(shadow.headerBytes!)) reason = 'wal header changed while walship was stopped';
+    else if (!shadow.header && wal.header) reason = 'wal started while walship was stopped';
+    if (reason) {
+      this.log.warn({ generation, reason }, 'cannot continue the last position, clearing generation');
+      this.#clearedReason = reason;
       return;
     }
 

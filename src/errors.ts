@@ -32,11 +32,18 @@ export function hasCode(err: unknown, code: WalshipErrorCode): boolean {
   return err instanceof WalshipError && err.code === code;
 }
 
-/** Returns an error's message, including the messages of its causes. */
+/**
+ * Returns an error's message, including the messages of its causes. A
+ * WalshipError's message already states its cause, so the chain stops there.
+ */
 export function describeError(err: unknown): string {
   const parts: string[] = [];
   let cur: unknown = err;
   for (let depth = 0; cur !== undefined && depth < 5; depth++) {
+    if (cur instanceof WalshipError) {
+      parts.push(cur.message);
+      break;
+    }
     if (cur instanceof Error) {
       if (!parts.some((p) => p.includes(cur instanceof Error ? cur.message : ''))) parts.push(cur.message);
       cur = cur.cause;

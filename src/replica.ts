@@ -121,7 +121,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       this.sync()
         .catch((err: Error) => {
           this.log.error({ err: describeError(err), pos: formatPos(this.#pos), attempt: this.#failures }, 'replica sync failed, retrying');
-          this.emit('error', err);
+          // An 'error' event nobody listens to would end the process, and a
+          // failed sync is retried anyway.
+          if (this.listenerCount('error') > 0) this.emit('error', err);
           this.#dirty = true;
         })
         .finally(() => {

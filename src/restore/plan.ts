@@ -69,7 +69,7 @@ async function chooseGeneration(client: ReplicaClient, requested: string | undef
   if (requested !== undefined) {
     const generations = await listGenerations(client);
     if (!generations.includes(requested)) {
-      throw new WalshipError('NOT_FOUND', `generation ${requested} not found in ${client.location}; list the generations to pick one that exists`);
+      throw new WalshipError('NOT_FOUND', `generation ${requested} not found in ${client.location}; check the name, or leave out -generation to restore the newest generation`);
     }
     return requested;
   }
