@@ -24,6 +24,9 @@ export const CLI_SCRIPT = fileURLToPath(new URL('../src/cli/main.js', import.met
 const STOP_TIMEOUT_MS = 120_000;
 // Warnings and errors kept verbatim for the report.
 const MAX_PROBLEMS = 20;
+// How often CPU time and memory are read while walship runs, so that the
+// values after its exit are at most this old.
+const USAGE_SAMPLE_MS = 200;
 
 /** One database in walship's config. */
 export interface ReplicatedDb {
@@ -133,6 +136,8 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
     this.child = child;
     this.pid = child.pid!;
     this.#exit = new Promise((resolve) => child.once('exit', () => resolve()));
+    const sampler = setInterval(() => this.usage(), USAGE_SAMPLE_MS);
+    child.once('exit', () => clearInterval(sampler));
     const lines = createInterface({ input: child.stderr! });
     lines.on('line', (line) => this.#onLine(line));
   }
@@ -161,7 +166,7 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** CPU time and memory now; after exit, the last values read. */
+  /** CPU time and memory now; after exit, the last values read (at most 200 ms before it). */
   usage(): ProcessUsage {
     if (this.running) {
       try {

@@ -53,7 +53,11 @@ export class LZ4FrameEncoder {
     this.#hash = hasher.create32(0);
   }
 
-  /** Adds input and returns the encoded blocks that are complete. */
+  /**
+   * Adds input and returns the encoded blocks that are complete. The encoder
+   * keeps references to input it has not encoded yet, so callers must not
+   * change a buffer after passing it.
+   */
   push(input: Uint8Array): Buffer[] {
     const out: Buffer[] = [];
     if (!this.#started) {
@@ -62,15 +66,28 @@ export class LZ4FrameEncoder {
     }
     if (input.length === 0) return out;
     this.#hash.update(input);
-    this.#pending.push(Buffer.from(input.buffer, input.byteOffset, input.length));
-    this.#pendingBytes += input.length;
+    let data = Buffer.from(input.buffer, input.byteOffset, input.length);
 
-    while (this.#pendingBytes >= BLOCK_SIZE) {
-      const all = Buffer.concat(this.#pending, this.#pendingBytes);
-      out.push(...encodeBlock(all.subarray(0, BLOCK_SIZE)));
-      const rest = all.subarray(BLOCK_SIZE);
-      this.#pending = rest.length > 0 ? [rest] : [];
-      this.#pendingBytes = rest.length;
+    // Complete a block started by earlier input.
+    if (this.#pendingBytes > 0) {
+      const take = data.subarray(0, BLOCK_SIZE - this.#pendingBytes);
+      this.#pending.push(take);
+      this.#pendingBytes += take.length;
+      data = data.subarray(take.length);
+      if (this.#pendingBytes < BLOCK_SIZE) return out;
+      out.push(...encodeBlock(Buffer.concat(this.#pending, this.#pendingBytes)));
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
+
+    // Whole blocks straight from the input, without copying.
+    while (data.length >= BLOCK_SIZE) {
+      out.push(...encodeBlock(data.subarray(0, BLOCK_SIZE)));
+      data = data.subarray(BLOCK_SIZE);
+    }
+    if (data.length > 0) {
+      this.#pending.push(data);
+      this.#pendingBytes = data.length;
     }
     return out;
   }

@@ -1,0 +1,206 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import Database from 'better-sqlite3';
+
+import { calibrate } from './bench-calibrate.js';
+import type { Calibration } from './bench-calibrate.js';
+import { runMany } from './bench-many.js';
+import { DiskGuard, formatGiB, freeBytes, readOptions } from './bench-options.js';
+import type { BenchOptions, WorkloadName } from './bench-options.js';
+import { killChildren } from './bench-process.js';
+import { formatCalibration, formatTargets, formatWorkloads } from './bench-report.js';
+import type { TargetResult, WorkloadResult } from './bench-report.js';
+import type { BenchContext } from './bench-scenario.js';
+import { runSnapshot } from './bench-snapshot.js';
+import { deletePrefix, newRunId, openStore } from './bench-store.js';
+import type { Store } from './bench-store.js';
+import { runBulk, runPaced, runSmallTx } from './bench-writes.js';
+
+/**
+ * `npm run bench`: measures walship on this machine against an S3 store.
+ *
+ * It checks the free disk, calibrates this machine's limits (LZ4 with
+ * walship's encoder, S3 PUT and GET of 8 MiB objects, and the SQLite write
+ * rate of each workload with no replicator), then runs walship as a child
+ * process on five workloads: small-tx, bulk, paced (sync-interval 1s and
+ * 0), snapshot and many. It prints tables and writes
+ * bench/results/<date>.json. The default run takes about 4 to 5 minutes on 2
+ * cores.
+ *
+ * Environment:
+ *   BENCH_SECONDS   length of the small-tx run; other phases scale with it (default 20)
+ *   BENCH_SCALE     factor on the 1 GiB snapshot database and the 256 MiB bulk load (default 1)
+ *   BENCH_ONLY      comma-separated workloads to run (default all)
+ *   BENCH_DIR       parent folder of the temporary files (default the OS temp folder)
+ *   S3_BUCKET       run against this bucket instead of a local s3rver
+ *   S3_ENDPOINT     its endpoint, for MinIO and other S3-compatible stores (default AWS)
+ *   S3_REGION, S3_FORCE_PATH_STYLE; credentials from AWS_ACCESS_KEY_ID and
+ *   AWS_SECRET_ACCESS_KEY (or LITESTREAM_*), as walship reads them
+ *
+ * Exit status: 0 when every workload ran and every restore matched its
+ * source (targets may be missed), 1 otherwise.
+ */
+
+// The AWS SDK warns at every client that Node.js 20 will lose support; walship's CLI silences it the same way.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const benchStarted = performance.now();
+
+/** Prints a progress line on stderr with the time since the start. */
+function progress(line: string): void {
+  const seconds = ((performance.now() - benchStarted) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${seconds} s] ${line}\n`);
+}
+
+/** Describes this machine for the report. */
+function describeMachine(workDir: string): Record<string, unknown> {
+  const db = new Database(':memory:');
+  const sqlite = (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v;
+  db.close();
+  const cpus = os.cpus();
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    sqlite,
+    workDir,
+    freeDisk: formatGiB(freeBytes(workDir)),
+  };
+}
+
+/** Returns the command that reproduces the run: the settings given and the script. */
+function describeCommand(): string {
+  const names = ['BENCH_SECONDS', 'BENCH_SCALE', 'BENCH_ONLY', 'BENCH_DIR', 'S3_ENDPOINT', 'S3_BUCKET', 'S3_REGION', 'S3_FORCE_PATH_STYLE'];
+  const settings = names.filter((name) => process.env[name]).map((name) => `${name}=${process.env[name]}`);
+  return [...settings, 'node dist/bench/run.js'].join(' ');
+}
+
+/** Runs one workload by name. */
+function runWorkload(ctx: BenchContext, name: WorkloadName): Promise<WorkloadResult[]> {
+  switch (name) {
+    case 'small-tx':
+      return runSmallTx(ctx).then((r) => [r]);
+    case 'bulk':
+      return runBulk(ctx).then((r) => [r]);
+    case 'paced':
+      return sequence([() => runPaced(ctx, '1s'), () => runPaced(ctx, '0s')]);
+    case 'snapshot':
+      return runSnapshot(ctx).then((r) => [r]);
+    case 'many':
+      return runMany(ctx).then((r) => [r]);
+  }
+}
+
+/** Runs the steps one after another; a failed step is recorded and the next one still runs. */
+async function sequence(steps: (() => Promise<WorkloadResult>)[]): Promise<WorkloadResult[]> {
+  const results: WorkloadResult[] = [];
+  for (const step of steps) results.push(await step());
+  return results;
+}
+
+/** Returns seconds of each calibration measurement for a run of `options.seconds`. */
+function calibrationSeconds(options: BenchOptions): number {
+  return Math.min(10, Math.max(1.5, options.seconds / 10));
+}
+
+async function main(): Promise<number> {
+  const options = readOptions(process.env);
+  const date = new Date();
+  const runId = newRunId(date);
+  const workDir = fs.mkdtempSync(path.join(options.workRoot, 'walship-bench-'));
+  let store: Store | undefined;
+
+  // Ctrl-C ends every child by PID and removes the temporary files.
+  process.once('SIGINT', () => {
+    progress('interrupted: ending child processes and removing temporary files');
+    const ended = killChildren();
+    if (ended.length > 0) progress(`ended ${ended.join(', ')}`);
+    fs.rmSync(workDir, { recursive: true, force: true });
+    if (store?.directory !== undefined) fs.rmSync(store.directory, { recursive: true, force: true });
+    process.exit(130);
+  });
+
+  const targets: TargetResult[] = [];
+  const workloads: WorkloadResult[] = [];
+  let calibration: Calibration | undefined;
+  let failed = false;
+  try {
+    let disk = new DiskGuard([workDir]);
+    disk.checkMinimum();
+    progress(`walship benchmark: ${options.only.join(', ')}; BENCH_SECONDS=${options.seconds}, BENCH_SCALE=${options.scale}; work folder ${workDir}`);
+
+    store = await openStore(process.env, runId);
+    progress(`store: ${store.description}, prefix ${store.runPrefix}/`);
+    if (store.directory !== undefined) {
+      disk = new DiskGuard([workDir, store.directory]);
+      disk.checkMinimum();
+    }
+
+    calibration = await calibrate(store, calibrationSeconds(options), 1024, progress);
+    const ctx: BenchContext = { options, store, calibration, workDir, disk, targets, progress };
+
+    for (const name of options.only) {
+      try {
+        workloads.push(...(await runWorkload(ctx, name)));
+      } catch (err) {
+        failed = true;
+        const message = err instanceof Error ? err.message : String(err);
+        progress(`${name} failed: ${message}`);
+        workloads.push({ name, description: '', notes: [], skipped: `failed: ${message}`, extra: {} });
+        targets.push({ workload: name, target: 'workload runs to the end', measured: message.slice(0, 200), met: false });
+      }
+      const last = workloads.at(-1);
+      if (last?.skipped !== undefined) progress(`${last.name} skipped: ${last.skipped}`);
+    }
+  } finally {
+    if (store !== undefined) {
+      if (store.kind === 's3') await deletePrefix(store, store.runPrefix).catch((err: unknown) => progress(`cannot delete ${store!.runPrefix}: ${(err as Error).message}`));
+      await store.close();
+    }
+    const ended = killChildren();
+    if (ended.length > 0) progress(`ended leftover processes: ${ended.join(', ')}`);
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+
+  if (workloads.some((w) => w.restore !== undefined && !w.restore.identical)) failed = true;
+  const report = {
+    date: date.toISOString(),
+    command: describeCommand(),
+    durationSeconds: (performance.now() - benchStarted) / 1000,
+    machine: describeMachine(options.workRoot),
+    store: store === undefined ? undefined : { kind: store.kind, description: store.description },
+    options: { seconds: options.seconds, scale: options.scale, only: options.only },
+    calibration,
+    workloads,
+    targets,
+  };
+
+  if (calibration !== undefined) {
+    process.stdout.write(`\nCalibration (${store?.description ?? ''})\n${formatCalibration(calibration, workloads)}\n`);
+  }
+  process.stdout.write(`\nWorkloads\n${formatWorkloads(workloads)}\n`);
+  for (const w of workloads) {
+    const lines = [...(w.skipped !== undefined ? [`skipped: ${w.skipped}`] : []), ...w.notes, ...(w.walship?.problems ?? []).slice(0, 5)];
+    if (lines.length > 0) process.stdout.write(`\n${w.name}:\n${lines.map((line) => `  ${line}`).join('\n')}\n`);
+  }
+  process.stdout.write(`\nTargets\n${formatTargets(targets)}\n`);
+
+  fs.mkdirSync(options.resultsDir, { recursive: true });
+  const file = path.join(options.resultsDir, `${date.toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`\nResults written to ${file} (${report.durationSeconds.toFixed(0)} s)\n`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`benchmark stopped: ${err instanceof Error ? err.message : String(err)}\n`);
+    killChildren();
+    process.exit(1);
+  },
+);
