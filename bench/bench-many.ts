@@ -60,6 +60,7 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       ctx.progress(`many: ${count} writers at ${RATE_PER_DB} tx/s for ${seconds} s`);
       const before = walship.usage();
       const shippedBefore = walship.walBytes;
+      const segmentsBefore = walship.segments;
       const writes = await Promise.all(
         chunk(dbs, WRITER_PROCESSES).map((group) =>
           runJob<WriteResult>({ kind: 'paced', dbs: group.map((db) => db.path), ratePerDb: RATE_PER_DB, seconds, ...SMALL_TX }, (seconds + 120) * 1000),
@@ -84,8 +85,11 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       if (!stored) result.notes.push(`some databases' last commits were not stored within ${CATCH_UP_MS / 1000} s of the end`);
       const active = walship.usage();
       const shipped = walship.walBytes - shippedBefore;
+      const activeSeconds = (Date.now() - Math.min(...writes.map((w) => w.startedAt))) / 1000;
+      const mbps = shipped / MB / activeSeconds;
+      result.shipped = { bytes: shipped, seconds: activeSeconds, mbps, ratio: mbps / ctx.calibration.shipLimitMBps, segments: walship.segments - segmentsBefore };
       result.walship = usageBetween(walship, before, active, shipped);
-      result.extra.activeCorePercent = ((active.cpuSeconds - before.cpuSeconds) / ((Date.now() - Math.min(...writes.map((w) => w.startedAt))) / 1000)) * 100;
+      result.extra.activeCorePercent = ((active.cpuSeconds - before.cpuSeconds) / activeSeconds) * 100;
 
       const lags: (number | undefined)[] = [];
       for (const db of dbs) {

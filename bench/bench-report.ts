@@ -67,7 +67,7 @@ export interface WorkloadResult {
   with?: AppRate;
   /** Transactions a second the schedule asked for (paced workloads). */
   nominalTxPerSec?: number;
-  shipped?: { bytes: number; seconds: number; mbps: number; ratio: number };
+  shipped?: { bytes: number; seconds: number; mbps: number; ratio: number; segments?: number };
   lag?: LagStats;
   /** Seconds from the last commit until the replica stored it; null when it was not stored in time. */
   catchUpSeconds?: number | null;
@@ -158,6 +158,7 @@ export function formatWorkloads(workloads: WorkloadResult[]): string {
     }),
     row('app WAL MB/s with walship', (w) => (w.with === undefined ? '' : `${fixed(w.with.walMBps, 1)}${ratio(w.without ? w.with.walMBps / w.without.walMBps : undefined)}`)),
     row('shipped MB/s (of limit)', (w) => (w.shipped === undefined ? '' : `${fixed(w.shipped.mbps, 1)}${ratio(w.shipped.ratio)}`)),
+    row('WAL segments stored / s', (w) => (w.shipped?.segments === undefined ? '' : fixed(w.shipped.segments / w.shipped.seconds, 1))),
     row('lag p50', (w) => (w.lag === undefined ? '' : ms(w.lag.p50))),
     row('lag p99', (w) => (w.lag === undefined ? '' : ms(w.lag.p99))),
     row('lag max', (w) => (w.lag === undefined ? '' : ms(w.lag.max))),

@@ -120,6 +120,8 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
   readonly generations = new Map<string, number>();
   /** Raw WAL bytes of every stored segment, over all databases. */
   walBytes = 0;
+  /** WAL segments stored, over all databases: one PUT each. */
+  segments = 0;
   /** Database bytes of every snapshot written, over all databases. */
   snapshotBytes = 0;
   checkpoints = 0;
@@ -261,6 +263,7 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
     if (!m || !timeline) return;
     timeline.add(time, m[1]!, parseInt(m[2]!, 16), Number(m[3]));
     this.walBytes += bytes;
+    this.segments++;
   }
 
   #onSnapshot(db: string, time: number, record: Record<string, unknown>): void {

@@ -62,6 +62,7 @@ async function replicatedWrite(ctx: BenchContext, result: WorkloadResult, spec: 
   try {
     const before = walship.usage();
     const shippedBefore = walship.walBytes;
+    const segmentsBefore = walship.segments;
     const write = await runJob<WriteResult>(spec.job(db.path), spec.jobTimeoutMs);
     result.with = appRate(write);
     const marks = write.marks[db.path] ?? [];
@@ -75,7 +76,8 @@ async function replicatedWrite(ctx: BenchContext, result: WorkloadResult, spec: 
     const shipSeconds = ((storedAt ?? Date.now()) - write.startedAt) / 1000;
 
     result.catchUpSeconds = storedAt === undefined || last === undefined ? null : (storedAt - last.t) / 1000;
-    result.shipped = { bytes: shippedBytes, seconds: shipSeconds, mbps: shippedBytes / MB / shipSeconds, ratio: shippedBytes / MB / shipSeconds / ctx.calibration.shipLimitMBps };
+    const mbps = shippedBytes / MB / shipSeconds;
+    result.shipped = { bytes: shippedBytes, seconds: shipSeconds, mbps, ratio: mbps / ctx.calibration.shipLimitMBps, segments: walship.segments - segmentsBefore };
     result.walship = usageBetween(walship, before, after, shippedBytes);
     const timeline = walship.timelines.get(db.name)!;
     result.lag = lagStats(marks.map((mark) => lagOf(mark, anchor, timeline)));

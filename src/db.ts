@@ -211,7 +211,7 @@ export class DB extends EventEmitter<DBEvents> {
    * index. Throws WAL_TRUNCATED when the generation is no longer current or
    * the shadow file is gone.
    */
-  async readShadow(pos: Pos, maxBytes: number): Promise<Buffer> {
+  readShadow(pos: Pos, maxBytes: number): Buffer {
     if (pos.generation !== this.#generation || !this.#shadow) {
       throw new WalshipError('WAL_TRUNCATED', `database ${this.name}: generation ${pos.generation} is no longer current`);
     }
@@ -220,7 +220,7 @@ export class DB extends EventEmitter<DBEvents> {
     if (pos.index === this.#shadow.index) end = this.#shadow.size;
     else {
       try {
-        end = (await fsp.stat(file)).size;
+        end = fs.statSync(file).size;
       } catch {
         throw new WalshipError('WAL_TRUNCATED', `database ${this.name}: shadow WAL for ${formatPos(pos)} is missing`);
       }

@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
 
 import type { ReplicaConfig } from './config.js';
 import type { DB } from './db.js';
@@ -16,6 +18,13 @@ import { generationBounds, listGenerations, listSegments, listSnapshots } from '
 
 /** Largest WAL segment walship uploads; a longer run of frames becomes several segments. */
 export const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Segment uploads of one replica that run at once. When all are busy, frames
+ * wait in the shadow WAL and the next segment takes more of them, so memory
+ * stays at this many segments whatever the write rate.
+ */
+export const MAX_UPLOADS_IN_FLIGHT = 4;
 
 // Backoff after a failed sync: doubles from 1 s up to 30 s.
 const MIN_BACKOFF_MS = 1000;
@@ -52,6 +61,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   #dirty = false;
   #lastSync = 0;
   #failures = 0;
+  // Set when uploads failed while later ones were in flight: objects past the
+  // position may be stored with a gap before them, and must go before more are written.
+  #trimNeeded = false;
   #stopped = true;
   #onChange = () => this.#wake();
 
@@ -101,8 +113,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         await this.#ship();
         this.#failures = 0;
       } catch (err) {
-        // Forget the position: the next attempt reads it from the replica again.
-        this.#pos = ZERO_POS;
+        // Forget the position, so the next attempt reads it from the replica
+        // again, unless objects past it must be trimmed from that position.
+        if (!this.#trimNeeded) this.#pos = ZERO_POS;
         this.#failures++;
         throw err;
       }
@@ -138,43 +151,124 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       if (!dbPos.generation) return;
       if (this.#pos.generation !== dbPos.generation) await this.#establish(dbPos.generation);
       if (this.#pos.generation !== this.db.pos().generation) continue;
+      if (this.#trimNeeded) await this.#trimAfter(this.#pos);
       if (comparePos(this.#pos, this.db.pos()) >= 0) return;
-
-      let data: Buffer;
-      try {
-        data = await this.db.readShadow(this.#pos, MAX_SEGMENT_BYTES);
-      } catch (err) {
-        if (!hasCode(err, 'WAL_TRUNCATED')) throw err;
-        // The generation moved on, or the shadow for this index is gone:
-        // start again from what the database has now.
-        this.log.warn({ pos: formatPos(this.#pos), err: describeError(err) }, 'shadow wal unavailable, re-reading replica position');
-        this.#pos = ZERO_POS;
-        continue;
-      }
-
-      if (data.length === 0) {
-        if (!this.db.isIndexFinished(this.#pos)) return;
-        this.#pos = { generation: this.#pos.generation, index: this.#pos.index + 1, offset: 0 };
-        continue;
-      }
-      await this.#putSegment(data);
+      if (!(await this.#shipSegments())) return;
     }
   }
 
-  async #putSegment(data: Buffer): Promise<void> {
-    const pre = this.#pos;
+  /**
+   * Uploads segments from the position onward, several at once, and moves the
+   * position over each one in order as the store confirms it. Returns true
+   * when there may be more to ship, false once caught up.
+   */
+  async #shipSegments(): Promise<boolean> {
+    const inFlight: Upload[] = [];
+    let next = this.#pos;
+    let caughtUp = false;
+    let readError: unknown;
+
+    for (;;) {
+      // Start uploads until the window is full or the shadow WAL is exhausted.
+      while (!caughtUp && readError === undefined && inFlight.length < MAX_UPLOADS_IN_FLIGHT) {
+        let data: Buffer;
+        try {
+          data = this.db.readShadow(next, MAX_SEGMENT_BYTES);
+        } catch (err) {
+          readError = err;
+          break;
+        }
+        if (data.length === 0) {
+          if (this.db.isIndexFinished(next)) next = { generation: next.generation, index: next.index + 1, offset: 0 };
+          else caughtUp = true;
+          continue;
+        }
+        inFlight.push(this.#startUpload(next, data));
+        next = inFlight[inFlight.length - 1]!.post;
+      }
+      if (inFlight.length === 0) break;
+
+      // Advance over the oldest upload; a failure stops the window.
+      const upload = inFlight.shift()!;
+      try {
+        await upload.done;
+      } catch (err) {
+        await Promise.allSettled(inFlight.map((u) => u.done));
+        this.#trimNeeded = inFlight.length > 0;
+        throw err;
+      }
+      this.#advance(upload);
+    }
+
+    if (readError !== undefined) {
+      if (!hasCode(readError, 'WAL_TRUNCATED')) throw readError;
+      // The generation moved on: start again from what the database has now.
+      this.log.warn({ pos: formatPos(this.#pos), err: describeError(readError) }, 'shadow wal unavailable, re-reading replica position');
+      this.#pos = ZERO_POS;
+      return true;
+    }
+    if (this.#pos.index < next.index && next.offset === 0) this.#pos = next;
+    return !caughtUp;
+  }
+
+  #startUpload(pre: Pos, data: Buffer): Upload {
     const key = segmentKey('', pre.generation, pre.index, pre.offset);
-    const started = Date.now();
     const bytes = data.length;
+    const post = { generation: pre.generation, index: pre.index, offset: pre.offset + bytes };
+    const done = this.#pool.putSegment({ client: this.config.client, key, data }).then(() => undefined);
+    // The rejection is handled when the upload's turn comes.
+    done.catch(() => undefined);
+    return { pre, post, key, bytes, started: Date.now(), done };
+  }
 
-    await this.#pool.putSegment({ client: this.config.client, key, data });
-
-    this.#pos = { generation: pre.generation, index: pre.index, offset: pre.offset + bytes };
+  #advance(upload: Upload): void {
+    this.#pos = upload.post;
+    this.#savePosition();
     this.#txLog.info(
-      { pre: formatPos(pre), post: formatPos(this.#pos), elapsed: `${Date.now() - started}ms`, replica: this.name, bytes, key },
+      { pre: formatPos(upload.pre), post: formatPos(upload.post), elapsed: `${Date.now() - upload.started}ms`, replica: this.name, bytes: upload.bytes, key: upload.key },
       'new transaction:',
     );
-    this.emit('shipped', pre, this.#pos, bytes);
+    this.emit('shipped', upload.pre, upload.post, upload.bytes);
+  }
+
+  // Deletes the segments stored past `pos` in its generation. They are written
+  // again from the shadow WAL, so the replica never holds a gap.
+  async #trimAfter(pos: Pos): Promise<void> {
+    const segments = await listSegments(this.client, pos.generation);
+    const past = segments.filter((s) => s.index > pos.index || (s.index === pos.index && s.offset >= pos.offset));
+    if (past.length > 0) {
+      await this.client.delete(past.map((s) => s.key));
+      this.log.warn({ pos: formatPos(pos), keys: past.map((s) => s.key).join(',') }, 'deleted segments stored past the position after a failed upload');
+    }
+    this.#trimNeeded = false;
+  }
+
+  // The position file records how far this replica is known to be contiguous.
+  // After a crash with uploads in flight, objects past it may follow a gap.
+  #positionFile(): string {
+    return path.join(this.db.config.metaPath, 'replicas', `${this.name}.position`);
+  }
+
+  #savePosition(): void {
+    const file = this.#positionFile();
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(`${file}.tmp`, `${formatPos(this.#pos)}\n`);
+      fs.renameSync(`${file}.tmp`, file);
+    } catch (err) {
+      this.log.warn({ err: describeError(err), file }, 'cannot record the replica position');
+    }
+  }
+
+  #loadPosition(): Pos | undefined {
+    try {
+      const text = fs.readFileSync(this.#positionFile(), 'utf8').trim();
+      const m = /^([0-9a-f]{16})\/([0-9a-f]{8}):(\d+)$/.exec(text);
+      if (!m) return undefined;
+      return { generation: m[1]!, index: parseInt(m[2]!, 16), offset: Number(m[3]) };
+    } catch {
+      return undefined;
+    }
   }
 
   // Finds the position of this replica in `generation`: after the newest stored
@@ -196,6 +290,14 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         throw new WalshipError('CORRUPT_REPLICA', `replica ${this.name} of database ${this.db.name}: cannot read ${last.key}: ${describeError(err)}`, { cause: err });
       });
       pos = { generation, index: last.index, offset: last.offset + body.length };
+    }
+
+    // Objects past the recorded contiguous position may follow a gap left by a
+    // crash while uploads were in flight: trim them and write them again.
+    const recorded = this.#loadPosition();
+    if (recorded && recorded.generation === generation && recorded.index >= newestSnapshot && comparePos(recorded, pos) < 0) {
+      await this.#trimAfter(recorded);
+      pos = recorded;
     }
 
     // A replica ahead of the local shadow WAL was written by someone else, or
@@ -256,6 +358,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       const started = Date.now();
       const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size });
       this.#pos = { generation: source.generation, index: source.index, offset: 0 };
+      this.#savePosition();
       this.log.info(
         { generation: source.generation, index: source.index, key, bytes: stats.rawBytes, stored: stats.storedBytes, elapsed: `${Date.now() - started}ms` },
         'snapshot written',
@@ -267,4 +370,14 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A segment upload in flight. */
+interface Upload {
+  pre: Pos;
+  post: Pos;
+  key: string;
+  bytes: number;
+  started: number;
+  done: Promise<void>;
 }
