@@ -6,7 +6,7 @@ import { runJob } from './bench-process.js';
 import { inspectReplica } from './bench-replica.js';
 import { lagStats } from './bench-report.js';
 import type { WorkloadResult } from './bench-report.js';
-import { appRate, checkTarget, cleanUp, createDatabase, SMALL_TX, startWalship, usageBetween } from './bench-scenario.js';
+import { appRate, checkTarget, cleanUp, createDatabase, recordStoreCpu, SMALL_TX, startWalship, storeCpuSeconds, usageBetween } from './bench-scenario.js';
 import type { BenchContext } from './bench-scenario.js';
 import { prefixUsage, replicaClientConfig } from './bench-store.js';
 import { lagOf } from './bench-wal-position.js';
@@ -22,6 +22,9 @@ import type { ReplicatedDb } from './bench-walship.js';
 const RATE_PER_DB = 5;
 // Writer processes; each holds one connection to each of its databases.
 const WRITER_PROCESSES = 4;
+// Processes that restore and compare the databases at the end, and the time they get.
+const VERIFY_PROCESSES = 2;
+const VERIFY_SECONDS = 120;
 // Concurrent replica reads while the anchors are fetched.
 const INSPECT_CONCURRENCY = 8;
 // Time for the last commits to be stored after the writers stop.
@@ -29,13 +32,13 @@ const CATCH_UP_MS = 60_000;
 // Rounds of replica reads for databases whose first WAL index is not stored yet.
 const ANCHOR_ATTEMPTS = 20;
 // Pause between the end of the writes and the idle measurement, so that the last ships are over.
-const SETTLE_MS = 3000;
+const SETTLE_MS = 2000;
 
 /** Runs the many workload. */
 export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
   const count = ctx.options.manyDatabases;
-  const seconds = Math.max(5, Math.round(ctx.options.seconds / 2));
-  const idleSeconds = Math.max(5, Math.round(ctx.options.seconds / 2));
+  const seconds = Math.max(5, Math.round(ctx.options.seconds * 0.4));
+  const idleSeconds = Math.max(5, Math.round(ctx.options.seconds * 0.4));
   const result: WorkloadResult = {
     name: 'many',
     description: `${count} databases, one writer connection each at ${RATE_PER_DB} transactions/s of 10 rows of 1 KiB for ${seconds} s, then ${idleSeconds} s idle`,
@@ -61,6 +64,7 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       const before = walship.usage();
       const shippedBefore = walship.walBytes;
       const segmentsBefore = walship.segments;
+      const storeBefore = storeCpuSeconds(ctx);
       const writes = await Promise.all(
         chunk(dbs, WRITER_PROCESSES).map((group) =>
           runJob<WriteResult>({ kind: 'paced', dbs: group.map((db) => db.path), ratePerDb: RATE_PER_DB, seconds, ...SMALL_TX }, (seconds + 120) * 1000),
@@ -89,6 +93,7 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       const mbps = shipped / MB / activeSeconds;
       result.shipped = { bytes: shipped, seconds: activeSeconds, mbps, ratio: mbps / ctx.calibration.shipLimitMBps, segments: walship.segments - segmentsBefore };
       result.walship = usageBetween(walship, before, active, shipped);
+      recordStoreCpu(ctx, result.extra, storeBefore, activeSeconds);
       result.extra.activeCorePercent = ((active.cpuSeconds - before.cpuSeconds) / activeSeconds) * 100;
 
       const lags: (number | undefined)[] = [];
@@ -128,20 +133,35 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
   return result;
 }
 
-/** Restores every database with walship's library restore in a writer process and compares it with its source. */
+/**
+ * Restores every database with walship's library restore and compares it
+ * with its source, in one writer process per core.
+ */
 async function verifyAll(ctx: BenchContext, dbs: ReplicatedDb[], result: WorkloadResult): Promise<void> {
   ctx.progress(`many: restoring and comparing ${dbs.length} databases`);
   const items = dbs.map((db) => ({ source: db.path, output: `${db.path}.restored`, client: replicaClientConfig(ctx.store, db.prefix) }));
-  const verify = await runJob<VerifyResult>({ kind: 'verify', items, seconds: 120 }, 300_000);
-  const mbps = verify.restoredBytes / MB / verify.restoreSeconds;
+  const started = performance.now();
+  const parts = await Promise.all(
+    chunk(items, VERIFY_PROCESSES).map((group) => runJob<VerifyResult>({ kind: 'verify', items: group, seconds: VERIFY_SECONDS }, (VERIFY_SECONDS + 180) * 1000)),
+  );
+  const seconds = (performance.now() - started) / 1000;
+
+  const checked = parts.reduce((sum, part) => sum + part.checked, 0);
+  const identical = parts.reduce((sum, part) => sum + part.identical, 0);
+  const bytes = parts.reduce((sum, part) => sum + part.restoredBytes, 0);
+  const failures = parts.flatMap((part) => part.failures).slice(0, 10);
+  // Restore time summed over the processes, so the rate is that of one restore at a time.
+  const restoreSeconds = parts.reduce((sum, part) => sum + part.restoreSeconds, 0);
+  const mbps = bytes / MB / restoreSeconds;
   result.restore = {
-    seconds: verify.restoreSeconds,
-    bytes: verify.restoredBytes,
+    seconds: restoreSeconds,
+    bytes,
     mbps,
     ratio: mbps / ctx.calibration.restoreLimitMBps,
-    identical: verify.identical === dbs.length,
-    detail: `${verify.identical} of ${dbs.length} identical${verify.checked < dbs.length ? ` (${verify.checked} checked in the time allowed)` : ''}${verify.failures.length > 0 ? `: ${verify.failures.join('; ')}` : ''}`,
+    identical: identical === dbs.length,
+    detail: `${identical} of ${dbs.length} identical${checked < dbs.length ? ` (${checked} checked in the time allowed)` : ''}${failures.length > 0 ? `: ${failures.join('; ')}` : ''}`,
   };
+  result.extra.verifySeconds = seconds;
   checkTarget(ctx, 'many', 'restored databases identical to their sources', result.restore.detail, result.restore.identical, 'content differs');
 }
 

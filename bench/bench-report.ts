@@ -139,7 +139,7 @@ export function formatCalibration(calibration: Calibration, workloads: WorkloadR
   }
   const snapshot = workloads.find((w) => w.name === 'snapshot');
   const fill = snapshot?.extra.fillMBps as number | undefined;
-  if (fill !== undefined) rows.push(['SQLite, snapshot database fill', `${fixed(fill, 0)} MB/s`]);
+  if (fill !== undefined) rows.push(['SQLite, snapshot database fill (no journal)', `${fixed(fill, 0)} MB/s`]);
   return formatTable(rows);
 }
 

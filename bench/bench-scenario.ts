@@ -16,7 +16,7 @@ import type { Store } from './bench-store.js';
 import { restoreAndCompare } from './bench-verify.js';
 import { lagOf } from './bench-wal-position.js';
 import type { IndexAnchor } from './bench-wal-position.js';
-import { WalshipProcess } from './bench-walship.js';
+import { processUsage, WalshipProcess } from './bench-walship.js';
 import type { ProcessUsage, ReplicatedDb } from './bench-walship.js';
 
 /**
@@ -104,6 +104,24 @@ export async function waitStored(walship: WalshipProcess, db: ReplicatedDb, anch
   await walship.waitFor(stored, timeoutMs);
   const lag = lagOf(mark, anchor, timeline);
   return lag === undefined ? undefined : mark.t + lag;
+}
+
+/** Returns the CPU seconds the local s3rver process has used so far, or undefined for a remote store. */
+export function storeCpuSeconds(ctx: BenchContext): number | undefined {
+  if (ctx.store.pid === undefined) return undefined;
+  try {
+    return processUsage(ctx.store.pid).cpuSeconds;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records in `extra` the share of one core the local s3rver used since `before` (CPU seconds) over `seconds`. */
+export function recordStoreCpu(ctx: BenchContext, extra: Record<string, unknown>, before: number | undefined, seconds: number): void {
+  const after = storeCpuSeconds(ctx);
+  if (before === undefined || after === undefined) return;
+  extra.storeCpuSeconds = after - before;
+  extra.storeCorePercent = ((after - before) / seconds) * 100;
 }
 
 /** Returns walship's usage between two readings, per GiB of `shippedBytes`. */

@@ -40,21 +40,24 @@ export interface Store {
   credentials?: { accessKeyId: string; secretAccessKey: string };
   /** Directory of s3rver's files, on this machine's disk. */
   directory?: string;
+  /** PID of the s3rver process, whose CPU time the workloads report. */
+  pid?: number;
   sdk: S3Client;
   close(): Promise<void>;
 }
 
 /**
  * Opens the store: the one of S3_ENDPOINT / S3_BUCKET when S3_BUCKET is set,
- * else a new s3rver. Throws a message naming the variable at fault.
+ * else a new s3rver that keeps its files under `localDir`. Throws a message
+ * naming the variable at fault.
  */
-export async function openStore(env: NodeJS.ProcessEnv, runId: string): Promise<Store> {
+export async function openStore(env: NodeJS.ProcessEnv, runId: string, localDir: string): Promise<Store> {
   const bucket = nonEmpty(env.S3_BUCKET);
   const endpoint = nonEmpty(env.S3_ENDPOINT);
   if (endpoint !== undefined && bucket === undefined) {
     throw new Error(`S3_ENDPOINT=${endpoint} is set without S3_BUCKET; set S3_BUCKET to a bucket the credentials may write to, or unset S3_ENDPOINT to use a local s3rver`);
   }
-  if (bucket === undefined) return startS3rver(runId);
+  if (bucket === undefined) return startS3rver(runId, localDir);
   return remoteStore(env, bucket, endpoint, runId);
 }
 
@@ -93,10 +96,11 @@ function remoteStore(env: NodeJS.ProcessEnv, bucket: string, endpoint: string | 
   };
 }
 
-/** Starts bench-s3rver.js as a child process and connects to it. */
-async function startS3rver(runId: string): Promise<Store> {
+/** Starts bench-s3rver.js as a child process, with its files in a new folder of `localDir`, and connects to it. */
+async function startS3rver(runId: string, localDir: string): Promise<Store> {
   const script = fileURLToPath(new URL('./bench-s3rver.js', import.meta.url));
-  const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  // s3rver's folder comes from os.tmpdir(), which follows TMPDIR.
+  const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], env: { ...process.env, TMPDIR: localDir } });
   trackChild(child, 's3rver');
 
   const ready = await readFirstLine(child, S3RVER_START_MS);
@@ -114,6 +118,7 @@ async function startS3rver(runId: string): Promise<Store> {
     runPrefix: `walship-bench/${runId}`,
     credentials,
     directory: info.directory,
+    ...(child.pid !== undefined ? { pid: child.pid } : {}),
     sdk,
     close: async () => {
       sdk.destroy();

@@ -13,9 +13,11 @@ import {
   checkTarget,
   cleanUp,
   createDatabase,
+  recordStoreCpu,
   removeDatabase,
   SMALL_TX,
   startWalship,
+  storeCpuSeconds,
   usageBetween,
   waitForAnchor,
   waitStored,
@@ -63,6 +65,7 @@ async function replicatedWrite(ctx: BenchContext, result: WorkloadResult, spec: 
     const before = walship.usage();
     const shippedBefore = walship.walBytes;
     const segmentsBefore = walship.segments;
+    const storeBefore = storeCpuSeconds(ctx);
     const write = await runJob<WriteResult>(spec.job(db.path), spec.jobTimeoutMs);
     result.with = appRate(write);
     const marks = write.marks[db.path] ?? [];
@@ -74,6 +77,7 @@ async function replicatedWrite(ctx: BenchContext, result: WorkloadResult, spec: 
     const after = walship.usage();
     const shippedBytes = walship.walBytes - shippedBefore;
     const shipSeconds = ((storedAt ?? Date.now()) - write.startedAt) / 1000;
+    recordStoreCpu(ctx, result.extra, storeBefore, shipSeconds);
 
     result.catchUpSeconds = storedAt === undefined || last === undefined ? null : (storedAt - last.t) / 1000;
     const mbps = shippedBytes / MB / shipSeconds;
@@ -191,7 +195,7 @@ export async function runBulk(ctx: BenchContext): Promise<WorkloadResult> {
 
 /** paced: 200 transactions a second, every commit's lag recorded, at sync-interval `syncInterval`. */
 export async function runPaced(ctx: BenchContext, syncInterval: '1s' | '0s'): Promise<WorkloadResult> {
-  const seconds = Math.max(5, Math.round(ctx.options.seconds / 2));
+  const seconds = Math.max(5, Math.round(ctx.options.seconds * 0.4));
   const syncMs = syncInterval === '1s' ? 1000 : 0;
   const result: WorkloadResult = {
     name: `paced ${syncInterval}`,

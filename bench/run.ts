@@ -72,6 +72,18 @@ function describeMachine(workDir: string): Record<string, unknown> {
   };
 }
 
+/** Reads the CPU times of the whole machine from /proc/stat, in clock ticks. */
+function machineCpuTimes(): { total: number; steal: number; idle: number } {
+  try {
+    const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user.
+    const total = fields.slice(0, 8).reduce((sum, value) => sum + value, 0);
+    return { total, steal: fields[7] ?? 0, idle: (fields[3] ?? 0) + (fields[4] ?? 0) };
+  } catch {
+    return { total: 0, steal: 0, idle: 0 };
+  }
+}
+
 /** Returns the command that reproduces the run: the settings given and the script. */
 function describeCommand(): string {
   const names = ['BENCH_SECONDS', 'BENCH_SCALE', 'BENCH_ONLY', 'BENCH_DIR', 'S3_ENDPOINT', 'S3_BUCKET', 'S3_REGION', 'S3_FORCE_PATH_STYLE'];
@@ -102,9 +114,9 @@ async function sequence(steps: (() => Promise<WorkloadResult>)[]): Promise<Workl
   return results;
 }
 
-/** Returns seconds of each calibration measurement for a run of `options.seconds`. */
+/** Returns seconds of each round of a calibration measurement for a run of `options.seconds`. */
 function calibrationSeconds(options: BenchOptions): number {
-  return Math.min(10, Math.max(1.5, options.seconds / 10));
+  return Math.min(5, Math.max(0.75, options.seconds / 20));
 }
 
 async function main(): Promise<number> {
@@ -126,6 +138,8 @@ async function main(): Promise<number> {
 
   const targets: TargetResult[] = [];
   const workloads: WorkloadResult[] = [];
+  const cpuBefore = machineCpuTimes();
+  const loadBefore = os.loadavg()[0]!;
   let calibration: Calibration | undefined;
   let failed = false;
   try {
@@ -133,7 +147,7 @@ async function main(): Promise<number> {
     disk.checkMinimum();
     progress(`walship benchmark: ${options.only.join(', ')}; BENCH_SECONDS=${options.seconds}, BENCH_SCALE=${options.scale}; work folder ${workDir}`);
 
-    store = await openStore(process.env, runId);
+    store = await openStore(process.env, runId, options.workRoot);
     progress(`store: ${store.description}, prefix ${store.runPrefix}/`);
     if (store.directory !== undefined) {
       disk = new DiskGuard([workDir, store.directory]);
@@ -167,11 +181,20 @@ async function main(): Promise<number> {
   }
 
   if (workloads.some((w) => w.restore !== undefined && !w.restore.identical)) failed = true;
+  const cpuAfter = machineCpuTimes();
+  const ticks = cpuAfter.total - cpuBefore.total;
+  // Steal is time the hypervisor gave this virtual machine's CPUs to others; the run could not use it.
+  const cpu = {
+    stealPercent: ticks > 0 ? ((cpuAfter.steal - cpuBefore.steal) / ticks) * 100 : 0,
+    busyPercent: ticks > 0 ? (1 - (cpuAfter.idle - cpuBefore.idle) / ticks) * 100 : 0,
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: os.loadavg()[0]!,
+  };
   const report = {
     date: date.toISOString(),
     command: describeCommand(),
     durationSeconds: (performance.now() - benchStarted) / 1000,
-    machine: describeMachine(options.workRoot),
+    machine: { ...describeMachine(options.workRoot), ...cpu },
     store: store === undefined ? undefined : { kind: store.kind, description: store.description },
     options: { seconds: options.seconds, scale: options.scale, only: options.only },
     calibration,
@@ -192,6 +215,10 @@ async function main(): Promise<number> {
   fs.mkdirSync(options.resultsDir, { recursive: true });
   const file = path.join(options.resultsDir, `${date.toISOString().replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(
+    `\nMachine: ${os.availableParallelism()} cores, CPU busy ${cpu.busyPercent.toFixed(0)}% and stolen by the hypervisor ${cpu.stealPercent.toFixed(1)}% over the run; ` +
+      `load average ${cpu.loadAverageBefore.toFixed(2)} at the start\n`,
+  );
   process.stdout.write(`\nResults written to ${file} (${report.durationSeconds.toFixed(0)} s)\n`);
   return failed ? 1 : 0;
 }

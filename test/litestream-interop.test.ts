@@ -54,7 +54,11 @@ before(async () => {
     litestream = startLitestream();
     await waitForSnapshot();
     checkpointResult = await writeWorkload(writer);
-    // A final sync on SIGTERM uploads whatever the last poll did not.
+    // Litestream polls every second. Giving it time to ship the last writes
+    // leaves its final sync on SIGTERM nothing to upload: Litestream v0.3.13
+    // can fail that sync when a poll writes the same segment at the same time
+    // ("client write: stat ...wal.lz4.tmp: no such file or directory").
+    await sleep(2500);
     await stopLitestream();
   } finally {
     writer.close();
