@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 
 import { ShadowWal } from '../src/shadow-wal.js';
-import { WAL_HEADER_SIZE, alignToFrame, frameSize, parseFrameHeader, parseWalHeader, verifyFrame } from '../src/wal.js';
+import { WAL_HEADER_SIZE, alignToFrame, frameSize, parseFrameHeader, parseWalHeader, verifyFrame, walChecksum } from '../src/wal.js';
 
 // Writes a few transactions and returns the raw WAL bytes SQLite produced.
 function makeWal(dir: string): { wal: Buffer; commits: number } {
@@ -92,4 +92,16 @@ test('shadow wal open cuts torn tail', () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('wal checksum aligned and unaligned agree', () => {
+  const bytes = Buffer.alloc(4096 + 8);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 131 + 7) & 0xff;
+  const aligned = new Uint8Array(bytes.buffer, bytes.byteOffset, 4096);
+  const copy = Buffer.alloc(4096 + 1);
+  bytes.copy(copy, 1, 0, 4096);
+  const unaligned = copy.subarray(1);
+  assert.equal(unaligned.byteOffset % 4, (copy.byteOffset + 1) % 4);
+  assert.deepEqual(walChecksum(false, aligned, 1, 2), walChecksum(false, unaligned, 1, 2));
+  assert.notDeepEqual(walChecksum(false, aligned, 1, 2), walChecksum(true, aligned, 1, 2));
 });
