@@ -14,7 +14,7 @@ test: ## Build and run the whole test suite
 demo: ## Replicate Northwind and Chinook, restore them and compare (./demo-run)
 	npm run demo
 
-bench: ## Measure replication lag (commit to stored) with a file replica
+bench: ## Run the benchmark against s3rver, or S3_ENDPOINT (bench/RESULTS.md)
 	npm run bench
 
 soak: ## Run the crash test with many more SIGKILL rounds (SOAK=1)

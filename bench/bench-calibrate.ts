@@ -68,8 +68,8 @@ export interface Calibration {
 /**
  * Runs the calibration. Every measurement runs in ROUNDS rounds of
  * `seconds` each, interleaved with the other measurements, and keeps the
- * best round: a limit is what the machine can do, and a round slowed by
- * another process or by CPU steal of the virtual machine says less about that.
+ * best round. A limit is what the machine can do, so a round slowed by
+ * another process or by CPU steal of the virtual machine is not the limit.
  */
 export async function calibrate(store: Store, seconds: number, rowBytes: number, progress: (line: string) => void): Promise<Calibration> {
   const workers = shipPoolThreads();

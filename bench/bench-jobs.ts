@@ -38,7 +38,7 @@ export interface PacedJob extends RowShape {
   seconds: number;
 }
 
-/** Grows a database to `bytes` with 4 MiB transactions, then checkpoints the WAL away (snapshot). */
+/** Grows a database to `bytes` with 4 MiB transactions and no journal, then switches it to WAL mode (snapshot). */
 export interface FillJob extends RowShape {
   kind: 'fill';
   db: string;
@@ -86,6 +86,8 @@ export interface WriteResult {
   marks: Record<string, WalMark[]>;
   /** Milliseconds commits started after their scheduled time (paced jobs): p50, p99, max. */
   lateness?: { p50: number; p99: number; max: number };
+  /** Milliseconds a commit took, waits for the write lock included: p50, p99, max. */
+  commitMs: { p50: number; p99: number; max: number };
   /** Size of the database file at the end (fill jobs). */
   dbBytes?: number;
 }
@@ -95,6 +97,8 @@ export interface HashResult {
   rows: number;
   sha256: string;
   integrity: string;
+  /** Seconds `PRAGMA integrity_check` took. */
+  integritySeconds: number;
   bytes: number;
 }
 

@@ -1,12 +1,23 @@
 import path from 'node:path';
 
-import { MB } from './bench-calibrate.js';
+import { MB, RESTORE_PARALLELISM } from './bench-calibrate.js';
 import type { VerifyResult, WriteResult } from './bench-jobs.js';
 import { runJob } from './bench-process.js';
 import { inspectReplica } from './bench-replica.js';
 import { lagStats } from './bench-report.js';
 import type { WorkloadResult } from './bench-report.js';
-import { appRate, checkTarget, cleanUp, createDatabase, recordStoreCpu, SMALL_TX, startWalship, storeCpuSeconds, usageBetween } from './bench-scenario.js';
+import {
+  appRate,
+  checkTarget,
+  cleanUp,
+  createDatabase,
+  recordStoreCpu,
+  SMALL_TX,
+  startWalship,
+  storeCpuSeconds,
+  usageBetween,
+  workloadLimits,
+} from './bench-scenario.js';
 import type { BenchContext } from './bench-scenario.js';
 import { prefixUsage, replicaClientConfig } from './bench-store.js';
 import { lagOf } from './bench-wal-position.js';
@@ -15,12 +26,12 @@ import type { ReplicatedDb } from './bench-walship.js';
 
 /**
  * many: 200 databases in one walship process, each with its own writer
- * connection committing 5 transactions a second; then the same databases
- * idle, to measure what walship costs when nothing changes.
+ * connection that commits 5 transactions a second. Then the same databases
+ * stay idle, which shows what walship costs when nothing changes.
  */
 
 const RATE_PER_DB = 5;
-// Writer processes; each holds one connection to each of its databases.
+// Writer processes. Each one opens one connection to each of its databases.
 const WRITER_PROCESSES = 4;
 // Processes that restore and compare the databases at the end, and the time they get.
 const VERIFY_PROCESSES = 2;
@@ -52,6 +63,7 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
     return { path: path.join(ctx.workDir, `${name}.db`), name, prefix: `${ctx.store.runPrefix}/many/${name}` };
   });
   for (const db of dbs) createDatabase(db.path);
+  let shippedTotal = 0;
 
   try {
     ctx.progress(`many: starting walship on ${count} databases`);
@@ -71,6 +83,7 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
         ),
       );
       result.with = combinedRate(writes);
+      result.extra.commitMsMax = Math.max(...writes.map((w) => w.commitMs.max));
 
       const anchors = new Map<string, IndexAnchor>();
       for (let attempt = 0; attempt < ANCHOR_ATTEMPTS && anchors.size < dbs.length; attempt++) {
@@ -91,7 +104,8 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       const shipped = walship.walBytes - shippedBefore;
       const activeSeconds = (Date.now() - Math.min(...writes.map((w) => w.startedAt))) / 1000;
       const mbps = shipped / MB / activeSeconds;
-      result.shipped = { bytes: shipped, seconds: activeSeconds, mbps, ratio: mbps / ctx.calibration.shipLimitMBps, segments: walship.segments - segmentsBefore };
+      // The ratio to the limit is set once the replicas' size gives the compression ratio.
+      result.shipped = { bytes: shipped, seconds: activeSeconds, mbps, ratio: 0, segments: walship.segments - segmentsBefore };
       result.walship = usageBetween(walship, before, active, shipped);
       recordStoreCpu(ctx, result.extra, storeBefore, activeSeconds);
       result.extra.activeCorePercent = ((active.cpuSeconds - before.cpuSeconds) / activeSeconds) * 100;
@@ -113,16 +127,20 @@ export async function runMany(ctx: BenchContext): Promise<WorkloadResult> {
       result.idleCorePercent = ((idleEnd.cpuSeconds - idleStart.cpuSeconds) / ((performance.now() - idleStarted) / 1000)) * 100;
       result.extra.idleRssMiB = idleEnd.rssBytes / 1024 / 1024;
 
+      result.extra.checkpoints = walship.checkpointSummary();
       await walship.stop();
       result.walship.peakRssMiB = Math.max(result.walship.peakRssMiB, walship.usage().peakRssBytes / 1024 / 1024);
       result.walship.warnings = walship.warnings;
       result.walship.errors = walship.errors;
       result.walship.problems = walship.problems;
+      shippedTotal = walship.walBytes + walship.snapshotBytes;
     } finally {
       if (walship.running) await walship.stop();
     }
 
     result.stored = await prefixUsage(ctx.store, `${ctx.store.runPrefix}/many`);
+    result.limits = workloadLimits(ctx, shippedTotal, result.stored.bytes, RESTORE_PARALLELISM);
+    result.shipped!.ratio = result.shipped!.mbps / result.limits.shipLimitMBps;
     await verifyAll(ctx, dbs, result);
   } finally {
     await cleanUp(ctx, dbs);
@@ -157,7 +175,7 @@ async function verifyAll(ctx: BenchContext, dbs: ReplicatedDb[], result: Workloa
     seconds: restoreSeconds,
     bytes,
     mbps,
-    ratio: mbps / ctx.calibration.restoreLimitMBps,
+    ratio: mbps / result.limits!.restoreLimitMBps,
     identical: identical === dbs.length,
     detail: `${identical} of ${dbs.length} identical${checked < dbs.length ? ` (${checked} checked in the time allowed)` : ''}${failures.length > 0 ? `: ${failures.join('; ')}` : ''}`,
   };
@@ -190,6 +208,7 @@ function combinedRate(writes: WriteResult[]): ReturnType<typeof appRate> {
     endedAt: Math.max(...writes.map((w) => w.endedAt)),
     pageSize: writes[0]?.pageSize ?? 0,
     marks: {},
+    commitMs: { p50: 0, p99: 0, max: Math.max(...writes.map((w) => w.commitMs.max)) },
   };
   return appRate(merged);
 }

@@ -70,7 +70,7 @@ function numberSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, m
   return value;
 }
 
-/** Free bytes of the file system that holds `dir`. */
+/** Free bytes of the file system that contains `dir`. */
 export function freeBytes(dir: string): number {
   const stats = fs.statfsSync(dir);
   return stats.bavail * stats.bsize;
@@ -104,7 +104,7 @@ export class DiskGuard {
     if (free < MIN_FREE) {
       throw new Error(
         `only ${formatGiB(free)} free in ${this.#dirs.join(' and ')}; the benchmark needs at least ${formatGiB(MIN_FREE)} ` +
-          '(a full run about 6 GiB). Free some space, or set BENCH_DIR to a folder on a larger disk',
+          '(a full run needs an estimated 5 GiB at its peak). Free some space, or set BENCH_DIR to a folder on a larger disk',
       );
     }
   }

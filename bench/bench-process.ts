@@ -66,7 +66,9 @@ export function startJob<T extends WriteResult | HashResult | VerifyResult>(job:
       clearTimeout(timer);
       reject(new Error(`cannot run writer process ${WRITER_SCRIPT}: ${err.message}`, { cause: err }));
     });
-    child.on('exit', (code, signal) => {
+    // 'close' comes after the IPC channel closed, so every message has arrived by
+    // then; 'exit' can come before a large last message was read.
+    child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (outcome?.type === 'done') resolve(outcome.result as T);
       else if (outcome?.type === 'error') reject(new Error(`writer job ${job.kind} failed: ${outcome.message}`));

@@ -7,9 +7,9 @@ import type { Store } from './bench-store.js';
 import type { IndexAnchor } from './bench-wal-position.js';
 
 /**
- * What a replica holds, read from the store itself: its generations, the
- * end of its WAL, and the salt-1 of WAL indexes, which ties the writer's
- * commit positions to walship's indexes (see bench-wal-position.ts).
+ * Inspection of a replica in the store itself: its generations, the end of
+ * its WAL, and the salt-1 of WAL indexes. Salt-1 ties the writer's commit
+ * positions to walship's indexes (see bench-wal-position.ts).
  */
 
 // First bytes of a WAL header: magic (big- or little-endian checksums), then salt-1 at byte 16.

@@ -60,8 +60,9 @@ export interface TargetResult {
 export interface WorkloadResult {
   name: string;
   description: string;
-  /** Why the workload did not run, or ran smaller. */
+  /** Remarks on the run, such as a smaller size or a disagreement found in the replica. */
   notes: string[];
+  /** Reason the workload did not run. */
   skipped?: string;
   without?: AppRate;
   with?: AppRate;
@@ -75,6 +76,8 @@ export interface WorkloadResult {
   /** Share of one core walship used while every database was idle. */
   idleCorePercent?: number;
   stored?: { objects: number; bytes: number };
+  /** Limits at the compression ratio of this workload's data; `shipped.ratio` and `restore.ratio` are relative to them. */
+  limits?: { compressionRatio: number; shipLimitMBps: number; restoreLimitMBps: number };
   restore?: RestoreResult;
   /** Other measurements for the JSON file. */
   extra: Record<string, unknown>;
@@ -131,8 +134,8 @@ export function formatCalibration(calibration: Calibration, workloads: WorkloadR
   rows.push(['LZ4 ratio of the row data', `${fixed(c.lz4.ratio, 2)} : 1`]);
   for (const [concurrency, value] of Object.entries(c.s3.put)) rows.push([`S3 PUT 8 MiB, concurrency ${concurrency}`, `${fixed(value, 0)} MB/s`]);
   for (const [concurrency, value] of Object.entries(c.s3.get)) rows.push([`S3 GET 8 MiB, concurrency ${concurrency}`, `${fixed(value, 0)} MB/s`]);
-  rows.push(['ship limit (raw WAL)', `${fixed(c.shipLimitMBps, 0)} MB/s`]);
-  rows.push(['restore limit (GET+decompress)', `${fixed(c.restoreLimitMBps, 0)} MB/s`]);
+  rows.push(['ship limit at the sample ratio', `${fixed(c.shipLimitMBps, 0)} MB/s`]);
+  rows.push(['restore limit at the sample ratio', `${fixed(c.restoreLimitMBps, 0)} MB/s`]);
   for (const workload of workloads) {
     if (workload.without === undefined) continue;
     rows.push([`SQLite, ${workload.name}, no replicator`, `${fixed(workload.without.txPerSec, 0)} tx/s, ${fixed(workload.without.walMBps, 1)} MB/s WAL`]);
@@ -157,23 +160,37 @@ export function formatWorkloads(workloads: WorkloadResult[]): string {
       return `${fixed(w.with.txPerSec, 0)}${ratio(base === undefined ? undefined : w.with.txPerSec / base)}`;
     }),
     row('app WAL MB/s with walship', (w) => (w.with === undefined ? '' : `${fixed(w.with.walMBps, 1)}${ratio(w.without ? w.with.walMBps / w.without.walMBps : undefined)}`)),
+    row('compression ratio', (w) => (w.limits === undefined ? '' : `${fixed(w.limits.compressionRatio, 2)} : 1`)),
+    row('ship limit MB/s', (w) => fixed(w.limits?.shipLimitMBps, 0)),
     row('shipped MB/s (of limit)', (w) => (w.shipped === undefined ? '' : `${fixed(w.shipped.mbps, 1)}${ratio(w.shipped.ratio)}`)),
     row('WAL segments stored / s', (w) => (w.shipped?.segments === undefined ? '' : fixed(w.shipped.segments / w.shipped.seconds, 1))),
     row('lag p50', (w) => (w.lag === undefined ? '' : ms(w.lag.p50))),
     row('lag p99', (w) => (w.lag === undefined ? '' : ms(w.lag.p99))),
     row('lag max', (w) => (w.lag === undefined ? '' : ms(w.lag.max))),
     row('commits never stored', (w) => (w.lag === undefined ? '' : String(w.lag.unstored))),
-    row('last commit stored after', (w) => (w.catchUpSeconds === undefined ? '' : w.catchUpSeconds === null ? 'not in time' : `${fixed(w.catchUpSeconds, 2)} s`)),
+    row('last commit stored after', (w) => formatCatchUp(w.catchUpSeconds)),
     row('walship CPU s', (w) => fixed(w.walship?.cpuSeconds, 1)),
     row('walship CPU s / GiB', (w) => fixed(w.walship?.cpuSecondsPerGiB, 1)),
     row('walship CPU idle, % core', (w) => (w.idleCorePercent === undefined ? '' : `${fixed(w.idleCorePercent, 2)}%`)),
     row('walship peak RSS MiB', (w) => fixed(w.walship?.peakRssMiB, 0)),
     row('walship warnings/errors', (w) => (w.walship === undefined ? '' : `${w.walship.warnings}/${w.walship.errors}`)),
     row('stored MB', (w) => (w.stored === undefined ? '' : fixed(w.stored.bytes / 1e6, 1))),
+    row('restore limit MB/s', (w) => fixed(w.limits?.restoreLimitMBps, 0)),
     row('restore MB/s (of limit)', (w) => (w.restore === undefined ? '' : `${fixed(w.restore.mbps, 1)}${ratio(w.restore.ratio)}`)),
-    row('restored = source', (w) => (w.restore === undefined ? '' : w.restore.identical ? 'yes' : 'NO')),
+    row('restored = source', (w) => formatIdentical(w.restore)),
   ];
   return formatTable(rows);
+}
+
+function formatCatchUp(seconds: number | null | undefined): string {
+  if (seconds === undefined) return '';
+  if (seconds === null) return 'not in time';
+  return `${fixed(seconds, 2)} s`;
+}
+
+function formatIdentical(restore: RestoreResult | undefined): string {
+  if (restore === undefined) return '';
+  return restore.identical ? 'yes' : 'NO';
 }
 
 /** Formats the targets, each met or missed with the measurement and the shortfall. */

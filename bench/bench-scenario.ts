@@ -158,8 +158,43 @@ export async function checkReplica(ctx: BenchContext, walship: WalshipProcess, d
   return state;
 }
 
+/** This machine's limits for one workload's data, at the compression ratio walship reached on it. */
+export interface WorkloadLimits {
+  /** Raw bytes shipped over bytes stored. */
+  compressionRatio: number;
+  /** Raw MB/s this machine can compress and PUT at that ratio. */
+  shipLimitMBps: number;
+  /** Raw MB/s this machine can GET and decompress at that ratio, with walship's restore parallelism. */
+  restoreLimitMBps: number;
+}
+
+/**
+ * Returns the limits for a workload from the calibration, at the compression
+ * ratio of its own data. A WAL compresses better than the calibration's row
+ * sample because it repeats page headers and rewrites pages. The sample's
+ * ratio would understate how many raw bytes a PUT of 1 MB carries.
+ */
+export function workloadLimits(ctx: BenchContext, rawBytes: number, storedBytes: number, getConcurrency: number): WorkloadLimits {
+  const c = ctx.calibration;
+  const compressionRatio = storedBytes > 0 && rawBytes > 0 ? rawBytes / storedBytes : c.lz4.ratio;
+  const put = c.s3.put[c.poolThreads] ?? 0;
+  const get = c.s3.get[getConcurrency] ?? 0;
+  return {
+    compressionRatio,
+    shipLimitMBps: Math.min(c.lz4.compressAllMBps, put * compressionRatio),
+    restoreLimitMBps: Math.min(c.lz4.decompressOneMBps, get * compressionRatio),
+  };
+}
+
 /** Restores the database from its replica with the CLI and records speed and equality in the result. */
-export async function checkRestore(ctx: BenchContext, walship: WalshipProcess, db: ReplicatedDb, result: WorkloadResult, timeoutMs: number): Promise<void> {
+export async function checkRestore(
+  ctx: BenchContext,
+  walship: WalshipProcess,
+  db: ReplicatedDb,
+  result: WorkloadResult,
+  timeoutMs: number,
+  restoreLimitMBps: number,
+): Promise<void> {
   ctx.progress(`${result.name}: restoring and comparing rows`);
   const output = path.join(ctx.workDir, `${db.name}-restored.db`);
   const check = await restoreAndCompare(walship.configPath, db.path, output, timeoutMs);
@@ -168,11 +203,12 @@ export async function checkRestore(ctx: BenchContext, walship: WalshipProcess, d
     seconds: check.seconds,
     bytes: check.bytes,
     mbps,
-    ratio: mbps / ctx.calibration.restoreLimitMBps,
+    ratio: mbps / restoreLimitMBps,
     identical: check.identical,
     detail: check.detail,
   };
   result.extra.restoreLoggedSeconds = check.loggedSeconds;
+  result.extra.integrityCheckSeconds = check.integritySeconds;
 }
 
 /** Deletes a workload's replica objects and database files. */

@@ -27,14 +27,16 @@ export interface RestoreCheck {
   /** Size of the restored database file. */
   bytes: number;
   identical: boolean;
-  /** What differs, or the row count and hash when identical. */
+  /** The differences found, or the row count and hash when identical. */
   detail: string;
+  /** Seconds SQLite's integrity check of the restored file took in the comparison, about what the restore spends on its own check. */
+  integritySeconds: number;
 }
 
 /** Restores `dbPath` of a walship config into `output` with the CLI and compares it with the source. */
 export async function restoreAndCompare(configPath: string, dbPath: string, output: string, timeoutMs: number): Promise<RestoreCheck> {
   const run = await runRestoreCli(configPath, dbPath, output, timeoutMs);
-  if (run.error !== '') return { seconds: run.seconds, loggedSeconds: 0, bytes: 0, identical: false, detail: `restore failed: ${run.error}` };
+  if (run.error !== '') return { seconds: run.seconds, loggedSeconds: 0, bytes: 0, identical: false, detail: `restore failed: ${run.error}`, integritySeconds: 0 };
 
   try {
     const [source, copy] = await Promise.all([
@@ -43,7 +45,7 @@ export async function restoreAndCompare(configPath: string, dbPath: string, outp
     ]);
     const differences = compareHashes(source, copy);
     const detail = differences === '' ? `${source.rows} rows, sha256 ${source.sha256.slice(0, 12)}, integrity ok` : differences;
-    return { seconds: run.seconds, loggedSeconds: run.loggedSeconds, bytes: run.bytes, identical: differences === '', detail };
+    return { seconds: run.seconds, loggedSeconds: run.loggedSeconds, bytes: run.bytes, identical: differences === '', detail, integritySeconds: copy.integritySeconds };
   } finally {
     for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${output}${suffix}`, { force: true });
   }
@@ -80,7 +82,8 @@ function runRestoreCli(
 
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code, signal) => {
+    // 'close' comes once stderr is drained, so the `restore finished` line has been read.
+    child.on('close', (code, signal) => {
       clearTimeout(timer);
       const seconds = (performance.now() - started) / 1000;
       const error = code === 0 ? '' : `exit ${signal ?? code}: ${stderr.slice(-3).join(' | ') || 'no message'}`;

@@ -24,6 +24,8 @@ export const CLI_SCRIPT = fileURLToPath(new URL('../src/cli/main.js', import.met
 const STOP_TIMEOUT_MS = 120_000;
 // Warnings and errors kept verbatim for the report.
 const MAX_PROBLEMS = 20;
+// `checkpoint` lines kept for the report.
+const MAX_CHECKPOINT_LINES = 200;
 // How often CPU time and memory are read while walship runs, so that the
 // values after its exit are at most this old.
 const USAGE_SAMPLE_MS = 200;
@@ -125,6 +127,8 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
   /** Database bytes of every snapshot written, over all databases. */
   snapshotBytes = 0;
   checkpoints = 0;
+  /** `checkpoint` lines: mode and the milliseconds walship's thread spent in it. */
+  readonly checkpointLines: { mode: string; elapsedMs: number; busy: number }[] = [];
   warnings = 0;
   errors = 0;
   readonly problems: string[] = [];
@@ -137,7 +141,8 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
     this.configPath = configPath;
     this.child = child;
     this.pid = child.pid!;
-    this.#exit = new Promise((resolve) => child.once('exit', () => resolve()));
+    // 'close' comes once stderr is drained too, so every log line has been read by then.
+    this.#exit = new Promise((resolve) => child.once('close', () => resolve()));
     const sampler = setInterval(() => this.usage(), USAGE_SAMPLE_MS);
     child.once('exit', () => clearInterval(sampler));
     const lines = createInterface({ input: child.stderr! });
@@ -178,6 +183,25 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
       }
     }
     return this.#lastUsage;
+  }
+
+  /**
+   * Summarizes the `checkpoint` lines: how many, how many SQLite reported
+   * busy, and the milliseconds they took, all on walship's main thread,
+   * because better-sqlite3 runs them synchronously.
+   */
+  checkpointSummary(): { count: number; busy: number; totalMs: number; maxMs: number; byMode: Record<string, number> } {
+    const byMode: Record<string, number> = {};
+    let totalMs = 0;
+    let maxMs = 0;
+    let busy = 0;
+    for (const line of this.checkpointLines) {
+      byMode[line.mode] = (byMode[line.mode] ?? 0) + 1;
+      totalMs += line.elapsedMs;
+      maxMs = Math.max(maxMs, line.elapsedMs);
+      if (line.busy !== 0) busy++;
+    }
+    return { count: this.checkpoints, busy, totalMs, maxMs, byMode };
   }
 
   /** Snapshots written for a database. */
@@ -245,6 +269,9 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
         break;
       case 'checkpoint':
         this.checkpoints++;
+        if (this.checkpointLines.length < MAX_CHECKPOINT_LINES) {
+          this.checkpointLines.push({ mode: String(record.mode ?? ''), elapsedMs: parseInt(String(record.elapsed ?? '0'), 10), busy: Number(record.busy ?? 0) });
+        }
         break;
       case 'replication started':
         this.started = true;

@@ -29,8 +29,9 @@ import type { WalIndexHeader } from './bench-wal-position.js';
  * runs the content checks, so that no long synchronous SQLite call blocks the
  * benchmark process while walship's log lines must be read.
  *
- * Started with fork; the first IPC message is the job, the answer is one
- * `done` or `error` message. A `stop` message ends a writing job early.
+ * Started with fork. The first IPC message is the job, and the process
+ * replies with one `done` or `error` message. A `stop` message ends a
+ * writing job early.
  */
 
 // How long a commit waits for walship's checkpoint to release the write lock.
@@ -58,6 +59,8 @@ class Target {
   readonly pageSize: number;
   readonly marks: WalMark[] = [];
   readonly counter: WalByteCounter;
+  /** Milliseconds each commit took, waits for locks included. */
+  readonly commitTimes: number[] = [];
   transactions = 0;
   #index: WalIndexReader;
   #tx: (count: number) => void;
@@ -81,7 +84,9 @@ class Target {
 
   /** Commits one transaction of `rows` rows and returns where it ended in the WAL. */
   commit(rows: number): WalIndexHeader {
+    const started = performance.now();
     this.#tx(rows);
+    this.commitTimes.push(performance.now() - started);
     this.transactions++;
     const header = this.#index.read();
     this.counter.update(header);
@@ -216,7 +221,8 @@ async function runFill(job: FillJob): Promise<WriteResult> {
     db.pragma('journal_mode = wal');
     const endedAt = Date.now();
     const rows = transactions * job.rowsPerTx;
-    return { transactions, rows, walBytes: 0, startedAt, endedAt, pageSize, marks: {}, dbBytes: fs.statSync(job.db).size };
+    const commitMs = { p50: 0, p99: 0, max: 0 };
+    return { transactions, rows, walBytes: 0, startedAt, endedAt, pageSize, marks: {}, commitMs, dbBytes: fs.statSync(job.db).size };
   } finally {
     db.close();
   }
@@ -226,19 +232,25 @@ function writeResult(targets: Target[], rowsPerTx: number, startedAt: number, en
   let transactions = 0;
   let walBytes = 0;
   const marks: Record<string, WalMark[]> = {};
+  const commitTimes: number[] = [];
   for (const target of targets) {
     transactions += target.transactions;
     walBytes += target.counter.bytes;
     marks[target.path] = target.marks;
+    commitTimes.push(...target.commitTimes);
   }
-  return { transactions, rows: transactions * rowsPerTx, walBytes, startedAt, endedAt, pageSize: targets[0]?.pageSize ?? 0, marks };
+  commitTimes.sort((a, b) => a - b);
+  const commitMs = { p50: percentile(commitTimes, 50), p99: percentile(commitTimes, 99), max: commitTimes.at(-1) ?? 0 };
+  return { transactions, rows: transactions * rowsPerTx, walBytes, startedAt, endedAt, pageSize: targets[0]?.pageSize ?? 0, marks, commitMs };
 }
 
 /** Hashes id, at and body of every row of `t` in id order, and runs SQLite's integrity check. */
 function hashDatabase(job: HashJob): HashResult {
   const db = new Database(job.db, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
   try {
+    const integrityStarted = performance.now();
     const integrity = (db.pragma('integrity_check') as { integrity_check: string }[]).map((row) => row.integrity_check).join('\n');
+    const integritySeconds = (performance.now() - integrityStarted) / 1000;
     const hash = createHash('sha256');
     const head = Buffer.alloc(16);
     let rows = 0;
@@ -251,7 +263,7 @@ function hashDatabase(job: HashJob): HashResult {
       rows++;
     }
     const pages = Number(db.pragma('page_count', { simple: true })) * Number(db.pragma('page_size', { simple: true }));
-    return { rows, sha256: hash.digest('hex'), integrity, bytes: pages };
+    return { rows, sha256: hash.digest('hex'), integrity, integritySeconds, bytes: pages };
   } finally {
     db.close();
   }

@@ -1,6 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import Database from 'better-sqlite3';
 
@@ -21,13 +23,13 @@ import { runBulk, runPaced, runSmallTx } from './bench-writes.js';
 /**
  * `npm run bench`: measures walship on this machine against an S3 store.
  *
- * It checks the free disk, calibrates this machine's limits (LZ4 with
+ * It checks the free disk and calibrates this machine's limits: LZ4 with
  * walship's encoder, S3 PUT and GET of 8 MiB objects, and the SQLite write
- * rate of each workload with no replicator), then runs walship as a child
+ * rate of each workload with no replicator. Then it runs walship as a child
  * process on five workloads: small-tx, bulk, paced (sync-interval 1s and
  * 0), snapshot and many. It prints tables and writes
- * bench/results/<date>.json. The default run takes about 4 to 5 minutes on 2
- * cores.
+ * bench/results/<date>.json. Default runs took 233 to 303 s on a 2-core
+ * machine.
  *
  * Environment:
  *   BENCH_SECONDS   length of the small-tx run; other phases scale with it (default 20)
@@ -47,6 +49,9 @@ import { runBulk, runPaced, runSmallTx } from './bench-writes.js';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const benchStarted = performance.now();
+
+// Share of the machine's CPU used by other processes above which the run warns that its numbers suffer.
+const OTHER_CPU_WARNING = 10;
 
 /** Prints a progress line on stderr with the time since the start. */
 function progress(line: string): void {
@@ -81,6 +86,43 @@ function machineCpuTimes(): { total: number; steal: number; idle: number } {
     return { total, steal: fields[7] ?? 0, idle: (fields[3] ?? 0) + (fields[4] ?? 0) };
   } catch {
     return { total: 0, steal: 0, idle: 0 };
+  }
+}
+
+/** Returns the CPU ticks of this process and of its children that have exited, from /proc/self/stat. */
+function benchCpuTicks(): number {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    // utime, stime, cutime, cstime: fields 14 to 17 of the line.
+    return fields[11]! + fields[12]! + fields[13]! + fields[14]!;
+  } catch {
+    return 0;
+  }
+}
+
+/** Returns the share of the machine's CPU that processes outside the benchmark used over `ms` milliseconds. */
+async function otherCpuPercent(ms: number): Promise<number> {
+  const before = machineCpuTimes();
+  const self = benchCpuTicks();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const after = machineCpuTimes();
+  const ticks = after.total - before.total;
+  if (ticks <= 0) return 0;
+  const busy = ticks - (after.idle - before.idle);
+  return Math.max(0, ((busy - (benchCpuTicks() - self)) / ticks) * 100);
+}
+
+/** Describes the walship code under test: the package version, the git commit and whether src/ has changes not committed. */
+function describeCode(): Record<string, unknown> {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version?: string }).version;
+  try {
+    const commit = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const changed = execFileSync('git', ['-C', root, 'status', '--porcelain', '--', 'src', 'workers'], { encoding: 'utf8' }).trim() !== '';
+    return { version, commit, uncommittedChangesInSrc: changed };
+  } catch {
+    return { version };
   }
 }
 
@@ -138,7 +180,9 @@ async function main(): Promise<number> {
 
   const targets: TargetResult[] = [];
   const workloads: WorkloadResult[] = [];
+  const othersAtStart = await otherCpuPercent(1000);
   const cpuBefore = machineCpuTimes();
+  const selfBefore = benchCpuTicks();
   const loadBefore = os.loadavg()[0]!;
   let calibration: Calibration | undefined;
   let failed = false;
@@ -146,6 +190,9 @@ async function main(): Promise<number> {
     let disk = new DiskGuard([workDir]);
     disk.checkMinimum();
     progress(`walship benchmark: ${options.only.join(', ')}; BENCH_SECONDS=${options.seconds}, BENCH_SCALE=${options.scale}; work folder ${workDir}`);
+    if (othersAtStart > OTHER_CPU_WARNING) {
+      progress(`warning: other processes use ${othersAtStart.toFixed(0)}% of the CPU; they compete with the benchmark and lower its numbers`);
+    }
 
     store = await openStore(process.env, runId, options.workRoot);
     progress(`store: ${store.description}, prefix ${store.runPrefix}/`);
@@ -183,16 +230,23 @@ async function main(): Promise<number> {
   if (workloads.some((w) => w.restore !== undefined && !w.restore.identical)) failed = true;
   const cpuAfter = machineCpuTimes();
   const ticks = cpuAfter.total - cpuBefore.total;
-  // Steal is time the hypervisor gave this virtual machine's CPUs to others; the run could not use it.
+  const busyTicks = ticks - (cpuAfter.idle - cpuBefore.idle);
+  // Every child has exited and been waited for by now, so its CPU time is in the benchmark's cutime and cstime.
+  const benchTicks = benchCpuTicks() - selfBefore;
   const cpu = {
+    busyPercent: ticks > 0 ? (busyTicks / ticks) * 100 : 0,
+    // CPU that processes outside the benchmark used: they competed with it.
+    otherProcessesPercent: ticks > 0 ? Math.max(0, ((busyTicks - benchTicks) / ticks) * 100) : 0,
+    otherProcessesPercentAtStart: othersAtStart,
+    // Time the hypervisor gave this virtual machine's CPUs to other guests.
     stealPercent: ticks > 0 ? ((cpuAfter.steal - cpuBefore.steal) / ticks) * 100 : 0,
-    busyPercent: ticks > 0 ? (1 - (cpuAfter.idle - cpuBefore.idle) / ticks) * 100 : 0,
     loadAverageBefore: loadBefore,
     loadAverageAfter: os.loadavg()[0]!,
   };
   const report = {
     date: date.toISOString(),
     command: describeCommand(),
+    walship: describeCode(),
     durationSeconds: (performance.now() - benchStarted) / 1000,
     machine: { ...describeMachine(options.workRoot), ...cpu },
     store: store === undefined ? undefined : { kind: store.kind, description: store.description },
@@ -216,8 +270,9 @@ async function main(): Promise<number> {
   const file = path.join(options.resultsDir, `${date.toISOString().replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(
-    `\nMachine: ${os.availableParallelism()} cores, CPU busy ${cpu.busyPercent.toFixed(0)}% and stolen by the hypervisor ${cpu.stealPercent.toFixed(1)}% over the run; ` +
-      `load average ${cpu.loadAverageBefore.toFixed(2)} at the start\n`,
+    `\nMachine: ${os.availableParallelism()} cores; over the run the CPU was ${cpu.busyPercent.toFixed(0)}% busy, ` +
+      `${cpu.otherProcessesPercent.toFixed(1)}% of it used by processes outside the benchmark ` +
+      `(${cpu.otherProcessesPercentAtStart.toFixed(1)}% in the second before the start), ${cpu.stealPercent.toFixed(1)}% stolen by the hypervisor\n`,
   );
   process.stdout.write(`\nResults written to ${file} (${report.durationSeconds.toFixed(0)} s)\n`);
   return failed ? 1 : 0;
