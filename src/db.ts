@@ -18,6 +18,9 @@ import { WAL_HEADER_SIZE, frameSize } from './wal.js';
 import { openConnections, checkSqliteVersion } from './sqlite.js';
 import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
 
+/** Longest wait of a RESTART checkpoint for the write lock and for readers. */
+const RESTART_BUSY_TIMEOUT_MS = 100;
+
 /** Source of a snapshot: the database file, read through walship's long-lived descriptor. */
 export interface SnapshotSource {
   generation: string;
@@ -485,7 +488,9 @@ export class DB extends EventEmitter<DBEvents> {
     const conn = this.#conn!;
     conn.endRead();
     try {
-      return conn.checkpoint(mode);
+      // A RESTART holds the application's writers while it waits, so it gives
+      // up after a short wait and is tried again at the next threshold check.
+      return conn.checkpoint(mode, mode === 'PASSIVE' ? undefined : Math.min(RESTART_BUSY_TIMEOUT_MS, this.config.busyTimeout));
     } catch (err) {
       this.log.warn({ err, mode }, 'checkpoint failed');
       return undefined;

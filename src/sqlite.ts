@@ -58,7 +58,12 @@ export interface Connections {
   readonly pageSize: number;
   beginRead(): void;
   endRead(): void;
-  checkpoint(mode: CheckpointMode): CheckpointResult;
+  /**
+   * Runs `PRAGMA wal_checkpoint(mode)`. `busyTimeout` (ms) caps how long a
+   * RESTART or TRUNCATE waits for the write lock and for readers, since the
+   * application's writers wait behind it meanwhile.
+   */
+  checkpoint(mode: CheckpointMode, busyTimeout?: number): CheckpointResult;
   /**
    * Runs `fn` holding SQLite's write lock, then takes the read transaction
    * again before releasing it. `fn` is synchronous so that the lock is never
@@ -116,9 +121,16 @@ class SqliteConnections implements Connections {
     if (this.#ro.inTransaction) this.#ro.exec('COMMIT');
   }
 
-  checkpoint(mode: CheckpointMode): CheckpointResult {
-    const rows = this.#rw.pragma(`wal_checkpoint(${mode})`) as CheckpointResult[];
-    return rows[0]!;
+  checkpoint(mode: CheckpointMode, busyTimeout?: number): CheckpointResult {
+    if (busyTimeout === undefined) return (this.#rw.pragma(`wal_checkpoint(${mode})`) as CheckpointResult[])[0]!;
+
+    const previous = Number(this.#rw.pragma('busy_timeout', { simple: true }));
+    this.#rw.pragma(`busy_timeout = ${Math.floor(busyTimeout)}`);
+    try {
+      return (this.#rw.pragma(`wal_checkpoint(${mode})`) as CheckpointResult[])[0]!;
+    } finally {
+      this.#rw.pragma(`busy_timeout = ${previous}`);
+    }
   }
 
   withWriteLock<T>(fn: () => T): T {
