@@ -430,10 +430,11 @@ describe('replicate', () => {
         const writer = await h.openWriter({ busyTimeout: 5000 });
         const replicator = await h.startReplicator();
 
-        // Bursts of about 400 WAL frames with short pauses. walship checkpoints
-        // at most once a second, so it finds more than maxCheckpointPageCount
-        // (400) frames and runs some checkpoints as RESTART.
+        // Each burst starts with one transaction of about 500 WAL frames: when
+        // it commits, walship copies more than maxCheckpointPageCount (400)
+        // frames at once and runs a RESTART checkpoint. Small transactions follow.
         for (let burst = 0; burst < 5; burst++) {
+          await writer.insert({ transactions: 1, rows: 2000, bytes: 1000, tag: `large ${burst}` });
           await writer.insert({ transactions: 100, rows: 5, bytes: 1000, tag: `burst ${burst}` });
           await sleep(250);
         }
@@ -445,7 +446,7 @@ describe('replicate', () => {
         const modes = h.logsWith('checkpoint').map((r) => r.mode);
         assert.ok(modes.includes('RESTART'), `checkpoint modes: ${modes.join(', ')}`);
         assert.equal(stats.busy, 0, stats.busyErrors.join('\n'));
-        assert.equal(stats.commits, 500);
+        assert.equal(stats.commits, 505);
         await assertRestoreEquals(h, kind, sourceHash);
       });
     });
