@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 
+import { FRAME_HEADER_SIZE, WAL_HEADER_SIZE } from '../src/wal.js';
 import type { WalMark } from './bench-jobs.js';
 
 /**
@@ -25,8 +26,6 @@ const WAL_INDEX_VERSION = 3007000;
 const OFFSET_PAGE_SIZE = 14;
 const OFFSET_MX_FRAME = 16;
 const OFFSET_SALT1 = 32;
-const WAL_HEADER_BYTES = 32;
-const FRAME_HEADER_BYTES = 24;
 
 /** The wal-index header fields the benchmark uses. */
 export interface WalIndexHeader {
@@ -79,7 +78,7 @@ export class WalIndexReader {
 
 /** Returns the byte offset just past frame `frames` of a WAL with `pageSize`-byte pages. */
 export function walOffset(frames: number, pageSize: number): number {
-  return frames === 0 ? 0 : WAL_HEADER_BYTES + frames * (FRAME_HEADER_BYTES + pageSize);
+  return frames === 0 ? 0 : WAL_HEADER_SIZE + frames * (FRAME_HEADER_SIZE + pageSize);
 }
 
 /**
@@ -101,7 +100,7 @@ export class WalByteCounter {
   /** Adds the bytes between the previous header and `next`. */
   update(next: WalIndexHeader): void {
     if (next.salt === this.#salt) {
-      this.bytes += Math.max(0, next.mxFrame - this.#mxFrame) * (FRAME_HEADER_BYTES + this.#pageSize);
+      this.bytes += Math.max(0, next.mxFrame - this.#mxFrame) * (FRAME_HEADER_SIZE + this.#pageSize);
     } else {
       this.bytes += walOffset(next.mxFrame, this.#pageSize);
     }

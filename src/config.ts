@@ -37,11 +37,11 @@ export interface DatabaseConfig {
   metaPath: string;
   /** How often the WAL is checked for new frames when no file event arrives. Default 1000 ms... see DEFAULTS. */
   monitorInterval: number;
-  /** PASSIVE checkpoint when nothing was checkpointed for this long and the WAL holds frames. 0 turns it off. */
+  /** PASSIVE checkpoint when nothing was checkpointed for this long and the WAL contains frames. 0 turns it off. */
   checkpointInterval: number;
-  /** PASSIVE checkpoint once the WAL holds this many pages. */
+  /** PASSIVE checkpoint once the WAL contains this many pages. */
   minCheckpointPageCount: number;
-  /** RESTART checkpoint once the WAL holds this many pages; 0 turns it off. */
+  /** RESTART checkpoint once the WAL contains this many pages. 0 turns it off. */
   maxCheckpointPageCount: number;
   /** How long walship's own SQLite statements wait for a lock. */
   busyTimeout: number;

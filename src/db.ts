@@ -18,7 +18,7 @@ import { WAL_HEADER_SIZE, frameSize } from './wal.js';
 import { openConnections, checkSqliteVersion } from './sqlite.js';
 import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
 
-/** Longest wait of a RESTART checkpoint for the write lock and for readers. */
+/** Maximum wait of a RESTART checkpoint for the write lock and for readers, in ms. */
 const RESTART_BUSY_TIMEOUT_MS = 100;
 
 /** Source of a snapshot: the database file, read through walship's long-lived descriptor. */
@@ -488,7 +488,7 @@ export class DB extends EventEmitter<DBEvents> {
     const conn = this.#conn!;
     conn.endRead();
     try {
-      // A RESTART holds the application's writers while it waits, so it gives
+      // A RESTART blocks the application's writers while it waits, so it gives
       // up after a short wait and is tried again at the next threshold check.
       return conn.checkpoint(mode, mode === 'PASSIVE' ? undefined : Math.min(RESTART_BUSY_TIMEOUT_MS, this.config.busyTimeout));
     } catch (err) {
@@ -554,7 +554,7 @@ function isCompleteCheckpoint(
   return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
 }
 
-/** Checks that a path exists and holds a SQLite database (or is empty). */
+/** Checks that a path exists and contains a SQLite database (or is empty). */
 async function checkDatabaseFile(dbPath: string): Promise<void> {
   let stat: fs.Stats;
   try {

@@ -14,8 +14,8 @@ import { formatIndex } from './pos.js';
 
 const GENERATION_RE = /^[0-9a-f]{16}$/;
 const SNAPSHOT_RE = /^([0-9a-f]{8})\.snapshot\.lz4$/;
-// Litestream v0.3.11 and v0.5.16 accept exactly 8 offset digits; walship reads
-// up to 16 so that an incarnation past 4 GiB written by Litestream still restores.
+// Litestream v0.3.11 and v0.5.16 accept exactly 8 offset digits. walship reads
+// up to 16, so an incarnation past 4 GiB written by Litestream still restores.
 const SEGMENT_RE = /^([0-9a-f]{8})_([0-9a-f]{8,16})\.wal\.lz4$/;
 
 /** Largest WAL index of a generation; Litestream starts a new generation at it. */

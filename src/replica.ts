@@ -134,7 +134,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       this.sync()
         .catch((err: Error) => {
           this.log.error({ err: describeError(err), pos: formatPos(this.#pos), attempt: this.#failures }, 'replica sync failed, retrying');
-          // An 'error' event nobody listens to would end the process, and a
+          // An 'error' event without a listener would end the process, and a
           // failed sync is retried anyway.
           if (this.listenerCount('error') > 0) this.emit('error', err);
           this.#dirty = true;
@@ -232,7 +232,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   }
 
   // Deletes the segments stored past `pos` in its generation. They are written
-  // again from the shadow WAL, so the replica never holds a gap.
+  // again from the shadow WAL, so the replica never contains a gap.
   async #trimAfter(pos: Pos): Promise<void> {
     const segments = await listSegments(this.client, pos.generation);
     const past = segments.filter((s) => s.index > pos.index || (s.index === pos.index && s.offset >= pos.offset));

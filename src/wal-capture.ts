@@ -84,7 +84,7 @@ export function verifyWal(walPath: string, wal: WalState, shadow: ShadowWal, com
  * Copies the committed, checksum-valid frames that follow the shadow's end in
  * the real WAL into the shadow file. Copying stops at the first frame whose
  * salts or checksum do not chain (a frame being written, or one left from an
- * earlier incarnation); that is the normal end, not an error. Returns the bytes
+ * earlier incarnation). That is the normal end, not an error. Returns the bytes
  * appended.
  */
 export function copyFrames(walPath: string, shadow: ShadowWal): number {

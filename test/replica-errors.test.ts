@@ -6,12 +6,11 @@ import { test } from 'node:test';
 
 import Database from 'better-sqlite3';
 
-import { DEFAULTS, defaultMetaPath } from '../src/config.js';
-import type { Config } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { Replicator } from '../src/replicator.js';
 import { restore } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
+import { fileReplicaConfig } from './support/file-config.js';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -31,23 +30,7 @@ test('replica error retries, then recovers', async () => {
     // A file where the replica directory should be makes every write fail.
     fs.writeFileSync(root, 'not a directory');
 
-    const config: Config = {
-      dbs: [
-        {
-          path: dbPath,
-          name: 'app',
-          metaPath: defaultMetaPath(dbPath),
-          monitorInterval: 50,
-          checkpointInterval: 0,
-          minCheckpointPageCount: DEFAULTS.minCheckpointPageCount,
-          maxCheckpointPageCount: DEFAULTS.maxCheckpointPageCount,
-          busyTimeout: DEFAULTS.busyTimeout,
-          replicas: [{ name: 'file', client: { type: 'file', root }, syncInterval: 50, retention: 0, retentionCheckInterval: DEFAULTS.retentionCheckInterval, snapshotInterval: 0 }],
-        },
-      ],
-      logLevel: 'info',
-      logFormat: 'text',
-    };
+    const config = fileReplicaConfig(dbPath, 'app', root);
     const logger = createLogger({ destination: { write: (line: string) => lines.push(line) } });
     const replicator = new Replicator(config, { logger });
     await replicator.start();

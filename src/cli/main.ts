@@ -7,7 +7,7 @@ import { replicateCommand } from './replicate.js';
 import { restoreCommand } from './restore.js';
 import { versionCommand } from './version.js';
 
-// walship runs on Node.js 20 because better-sqlite3 12 does; the AWS SDK's
+// walship runs on Node.js 20 because better-sqlite3 12 does. The AWS SDK's
 // notice that later SDK versions need Node.js 22 would only be noise in every
 // run. An operator can still turn it on by setting the variable to false.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';

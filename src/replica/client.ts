@@ -9,7 +9,7 @@ export type ReplicaClientConfig = FileClientConfig | S3ClientConfig;
 /** A replica in a local directory, written through a temporary file and a rename. */
 export interface FileClientConfig {
   type: 'file';
-  /** Absolute directory that holds `generations/`. */
+  /** Absolute directory that contains `generations/`. */
   root: string;
 }
 
@@ -17,7 +17,7 @@ export interface FileClientConfig {
 export interface S3ClientConfig {
   type: 's3';
   bucket: string;
-  /** Key prefix that holds `generations/`, without leading or trailing `/`; may be empty. */
+  /** Key prefix that contains `generations/`, without leading or trailing `/`. It may be empty. */
   prefix: string;
   /** Region; defaults to us-east-1 when an endpoint is set and the SDK's chain finds none. */
   region?: string;
