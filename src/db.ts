@@ -9,7 +9,7 @@ import { WalshipError } from './errors.js';
 import { isGeneration, MAX_INDEX } from './keys.js';
 import type { Logger } from './logger.js';
 import { Mutex } from './mutex.js';
-import { formatPos, ZERO_POS } from './pos.js';
+import { comparePos, formatPos, ZERO_POS } from './pos.js';
 import type { Pos } from './pos.js';
 import { ShadowWal, fsyncPath, readRange } from './shadow-wal.js';
 import { copyFrames, readWalState, verifyWal } from './wal-capture.js';
@@ -31,11 +31,20 @@ export interface SnapshotSource {
   size: number;
 }
 
-/** Events a DB emits: `change` after new frames were captured, `generation` on a new generation. */
+/**
+ * Events a DB emits: `change` after new frames were captured, `generation` on
+ * a new generation, `sync` after every sync (with its error when it failed),
+ * and `checkpoint` after every checkpoint walship ran.
+ */
 export interface DBEvents {
   change: [pos: Pos];
   generation: [generation: string, reason: string];
+  sync: [elapsedMs: number, err: Error | undefined];
+  checkpoint: [mode: CheckpointMode, elapsedMs: number, result: CheckpointResult | undefined];
 }
+
+// Capture times kept for lag measurement; older entries merge into the oldest kept.
+const MAX_CAPTURE_TIMES = 1024;
 
 /**
  * One replicated database: captures committed WAL frames into shadow WAL
@@ -74,6 +83,8 @@ export class DB extends EventEmitter<DBEvents> {
   #clearedReason: string | undefined;
   #lastError = '';
   #lastErrorAt = 0;
+  // End positions of recent captures with the time each was captured, oldest first.
+  #captures: { pos: Pos; at: number }[] = [];
 
   constructor(config: DatabaseConfig, logger: Logger) {
     super();
@@ -92,6 +103,18 @@ export class DB extends EventEmitter<DBEvents> {
   pos(): Pos {
     if (!this.#generation || !this.#shadow) return ZERO_POS;
     return { generation: this.#generation, index: this.#shadow.index, offset: this.#shadow.size };
+  }
+
+  /**
+   * Time in ms (epoch) at which walship captured the first frame past `pos`,
+   * or undefined when nothing past `pos` has been captured. Replicas use it to
+   * measure replication lag from capture to stored object.
+   */
+  capturedAt(pos: Pos): number | undefined {
+    for (const entry of this.#captures) {
+      if (entry.pos.generation !== pos.generation || comparePos(entry.pos, pos) > 0) return entry.at;
+    }
+    return undefined;
   }
 
   /** Page size of the database. */
@@ -169,26 +192,49 @@ export class DB extends EventEmitter<DBEvents> {
     return this.#syncMutex.run(async () => {
       this.#syncQueued = false;
       if (this.#closed || this.#captureStopped) return;
-      const before = this.pos();
-
-      if (this.#fileReplaced()) {
-        await this.#coordinator.run(() => this.#reopen());
-        await this.#coordinator.run(() => this.#createGeneration('database file replaced'));
-      } else if (!this.#generation || !this.#shadow) {
-        const reason = this.#clearedReason ?? 'no generation exists';
-        this.#clearedReason = undefined;
-        await this.#coordinator.run(() => this.#createGeneration(reason));
-      } else if (this.#shadow.index >= MAX_INDEX) {
-        await this.#coordinator.run(() => this.#createGeneration('max index exceeded'));
+      const started = performance.now();
+      try {
+        await this.#sync();
+      } catch (err) {
+        this.emit('sync', performance.now() - started, err as Error);
+        throw err;
       }
-      await this.#capture(false);
-      await this.#maybeCheckpoint();
-
-      const after = this.pos();
-      if (after.generation !== before.generation || after.index !== before.index || after.offset !== before.offset) {
-        this.emit('change', after);
-      }
+      this.emit('sync', performance.now() - started, undefined);
     });
+  }
+
+  async #sync(): Promise<void> {
+    const before = this.pos();
+
+    if (this.#fileReplaced()) {
+      await this.#coordinator.run(() => this.#reopen());
+      await this.#coordinator.run(() => this.#createGeneration('database file replaced'));
+    } else if (!this.#generation || !this.#shadow) {
+      const reason = this.#clearedReason ?? 'no generation exists';
+      this.#clearedReason = undefined;
+      await this.#coordinator.run(() => this.#createGeneration(reason));
+    } else if (this.#shadow.index >= MAX_INDEX) {
+      await this.#coordinator.run(() => this.#createGeneration('max index exceeded'));
+    }
+    await this.#capture(false);
+    await this.#maybeCheckpoint();
+
+    const after = this.pos();
+    if (after.generation !== before.generation || after.index !== before.index || after.offset !== before.offset) {
+      this.#recordCapture(after);
+      this.emit('change', after);
+    }
+  }
+
+  #recordCapture(pos: Pos): void {
+    if (this.#captures.length > 0 && this.#captures[0]!.pos.generation !== pos.generation) this.#captures = [];
+    this.#captures.push({ pos, at: Date.now() });
+    // The two oldest entries merge into one with the older time, so lag is
+    // over-reported rather than under-reported when a replica is far behind.
+    if (this.#captures.length > MAX_CAPTURE_TIMES) {
+      const [dropped] = this.#captures.splice(0, 1);
+      this.#captures[0]!.at = dropped!.at;
+    }
   }
 
   /**
@@ -474,6 +520,7 @@ export class DB extends EventEmitter<DBEvents> {
     });
 
     this.#lastCheckpoint = Date.now();
+    this.emit('checkpoint', mode, Date.now() - started, result);
     this.log.info(
       { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
       'checkpoint',

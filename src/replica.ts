@@ -35,6 +35,9 @@ export interface ReplicaEvents {
   /** A WAL segment is stored; `pos` is the new end of what the replica holds. */
   shipped: [pre: Pos, pos: Pos, bytes: number];
   snapshot: [generation: string, index: number, bytes: number];
+  /** An object was stored: a WAL segment or a snapshot, with its sizes before and after compression. */
+  upload: [kind: 'segment' | 'snapshot', rawBytes: number, storedBytes: number, elapsedMs: number];
+  /** A sync failed; it is retried with backoff. */
   error: [err: Error];
 }
 
@@ -65,6 +68,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // position may be stored with a gap before them, and must go before more are written.
   #trimNeeded = false;
   #stopped = true;
+  #synced = false;
+  #lastError: Error | undefined;
   #onChange = () => this.#wake();
 
   constructor(db: DB, config: ReplicaConfig, pool: ShipPool, logger: Logger) {
@@ -83,6 +88,29 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   /** End of what this replica has stored; the zero position until known. */
   pos(): Pos {
     return this.#pos;
+  }
+
+  /** True once a sync has completed without error. */
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  /** Error of the last sync, or undefined when the last sync succeeded. */
+  get lastError(): Error | undefined {
+    return this.#lastError;
+  }
+
+  /**
+   * Replication lag in ms: 0 when the replica holds everything the database
+   * captured, else the time since walship captured the oldest frame the
+   * replica does not hold yet.
+   */
+  lagMs(now = Date.now()): number {
+    const dbPos = this.db.pos();
+    if (!dbPos.generation) return 0;
+    if (this.#pos.generation === dbPos.generation && comparePos(this.#pos, dbPos) >= 0) return 0;
+    const at = this.db.capturedAt(this.#pos.generation === dbPos.generation ? this.#pos : { generation: dbPos.generation, index: 0, offset: 0 });
+    return at === undefined ? 0 : Math.max(0, now - at);
   }
 
   /** Starts shipping on every captured change, at most once per sync interval. */
@@ -112,7 +140,10 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       try {
         await this.#ship();
         this.#failures = 0;
+        this.#synced = true;
+        this.#lastError = undefined;
       } catch (err) {
+        this.#lastError = err as Error;
         // Forget the position, so the next attempt reads it from the replica
         // again, unless objects past it must be trimmed from that position.
         if (!this.#trimNeeded) this.#pos = ZERO_POS;
@@ -215,7 +246,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     const key = segmentKey('', pre.generation, pre.index, pre.offset);
     const bytes = data.length;
     const post = { generation: pre.generation, index: pre.index, offset: pre.offset + bytes };
-    const done = this.#pool.putSegment({ client: this.config.client, key, data }).then(() => undefined);
+    const done = this.#pool.putSegment({ client: this.config.client, key, data }).then((stats) => {
+      this.emit('upload', 'segment', stats.rawBytes, stats.storedBytes, stats.elapsedMs);
+    });
     // The rejection is handled when the upload's turn comes.
     done.catch(() => undefined);
     return { pre, post, key, bytes, started: Date.now(), done };
@@ -363,6 +396,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         { generation: source.generation, index: source.index, key, bytes: stats.rawBytes, stored: stats.storedBytes, elapsed: `${Date.now() - started}ms` },
         'snapshot written',
       );
+      this.emit('upload', 'snapshot', stats.rawBytes, stats.storedBytes, stats.elapsedMs);
       this.emit('snapshot', source.generation, source.index, stats.rawBytes);
     });
   }
