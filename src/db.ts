@@ -11,12 +11,20 @@ import type { Logger } from './logger.js';
 import { Mutex } from './mutex.js';
 import { comparePos, formatPos, ZERO_POS } from './pos.js';
 import type { Pos } from './pos.js';
+import { onFileEvent } from './file-events.js';
 import { ShadowWal, fsyncPath, readRange } from './shadow-wal.js';
 import { copyFrames, readWalState, verifyWal } from './wal-capture.js';
 import type { Verdict } from './wal-capture.js';
 import { WAL_HEADER_SIZE, frameSize } from './wal.js';
 import { openConnections, checkSqliteVersion } from './sqlite.js';
 import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
+
+/**
+ * Poll interval while file events watch the WAL. Events wake a sync at once,
+ * so the poll only covers lost events, and an idle database costs one cheap
+ * stat per second.
+ */
+const WATCHED_POLL_MS = 1000;
 
 /** Maximum wait of a RESTART checkpoint for the write lock and for readers, in ms. */
 const RESTART_BUSY_TIMEOUT_MS = 100;
@@ -76,7 +84,13 @@ export class DB extends EventEmitter<DBEvents> {
   #syncQueued = false;
   #coordinator = new Mutex();
   #timer: NodeJS.Timeout | undefined;
-  #watcher: fs.FSWatcher | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #unwatch: (() => void) | undefined;
+  // Identity of the open database file, to notice a replaced file.
+  #fileId = '';
+  // WAL size, mtime and inode when a sync last found nothing to copy; an
+  // unchanged WAL lets the next sync skip reading it.
+  #idleFingerprint = '';
   #closed = true;
   #captureStopped = false;
   // Why the generation found at open could not continue, for the new generation's log line.
@@ -137,6 +151,7 @@ export class DB extends EventEmitter<DBEvents> {
     // reason: closing any descriptor of the database file drops every POSIX lock
     // this process holds on it, including SQLite's. Snapshots read through it.
     this.#fd = fs.openSync(this.config.path, 'r');
+    this.#fileId = fileId(fs.fstatSync(this.#fd));
     this.#closed = false;
 
     await fsp.mkdir(this.config.metaPath, { recursive: true });
@@ -206,6 +221,13 @@ export class DB extends EventEmitter<DBEvents> {
   async #sync(): Promise<void> {
     const before = this.pos();
 
+    // An idle database: the WAL has not changed since a sync found nothing new.
+    const fingerprint = walFingerprint(this.walPath, Date.now());
+    if (fingerprint !== '' && fingerprint === this.#idleFingerprint && this.#shadow && !this.#fileReplaced()) {
+      await this.#maybeCheckpoint();
+      return;
+    }
+
     if (this.#fileReplaced()) {
       await this.#coordinator.run(() => this.#reopen());
       await this.#coordinator.run(() => this.#createGeneration('database file replaced'));
@@ -221,8 +243,11 @@ export class DB extends EventEmitter<DBEvents> {
 
     const after = this.pos();
     if (after.generation !== before.generation || after.index !== before.index || after.offset !== before.offset) {
+      this.#idleFingerprint = '';
       this.#recordCapture(after);
       this.emit('change', after);
+    } else {
+      this.#idleFingerprint = fingerprint;
     }
   }
 
@@ -361,14 +386,8 @@ export class DB extends EventEmitter<DBEvents> {
   #fileReplaced(): boolean {
     // A reopen that failed left no descriptor: try again.
     if (this.#fd === undefined) return !this.#closed;
-    let current: fs.Stats;
-    try {
-      current = fs.statSync(this.config.path);
-    } catch {
-      return false;
-    }
-    const open = fs.fstatSync(this.#fd);
-    return current.ino !== open.ino || current.dev !== open.dev;
+    const current = fs.statSync(this.config.path, { throwIfNoEntry: false });
+    return current !== undefined && fileId(current) !== this.#fileId;
   }
 
   // Closes the connections to the replaced file and opens the file now at the path.
@@ -384,6 +403,7 @@ export class DB extends EventEmitter<DBEvents> {
     this.#conn = openConnections(this.config.path, this.config.busyTimeout);
     this.#pageSize = this.#conn.pageSize;
     this.#fd = fs.openSync(this.config.path, 'r');
+    this.#fileId = fileId(fs.fstatSync(this.#fd));
   }
 
   // Verifies the real WAL against the shadow and copies what is new.
@@ -488,7 +508,17 @@ export class DB extends EventEmitter<DBEvents> {
 
     // A checkpoint that could not finish, because a reader still uses old
     // frames, is retried at most once a second rather than on every WAL change.
-    if (Date.now() < this.#checkpointRetryAt) return;
+    if (Date.now() < this.#checkpointRetryAt) {
+      // Without this, a quiet database would wait for its next write or poll.
+      this.#scheduleTick(this.#checkpointRetryAt - Date.now());
+      return;
+    }
+    if (this.#coordinator.held) {
+      // A snapshot or generation change holds the coordinator: try again soon
+      // rather than at the next WAL change, which may be a while on a quiet database.
+      this.#scheduleTick(this.config.monitorInterval);
+      return;
+    }
     const result = await this.#coordinator.tryRun(() => this.checkpoint(mode));
     if (result && !this.#complete) this.#checkpointRetryAt = Date.now() + 1000;
   }
@@ -544,35 +574,46 @@ export class DB extends EventEmitter<DBEvents> {
     }
   }
 
-  #startMonitor(): void {
-    // File events can come faster than syncs finish: one sync waiting behind
-    // the running one covers every event until it starts.
-    const tick = () => {
-      if (this.#syncQueued) return;
-      this.#syncQueued = true;
-      this.sync().catch((err) => this.#logSyncError(err));
-    };
-    // The timer keeps the process alive while the database is open, as a server would.
-    this.#timer = setInterval(tick, this.config.monitorInterval);
+  // Queues one sync. File events can come faster than syncs finish: one sync
+  // waiting behind the running one covers every event until it starts.
+  #tick = (): void => {
+    if (this.#syncQueued || this.#closed || this.#captureStopped) return;
+    this.#syncQueued = true;
+    this.sync().catch((err) => this.#logSyncError(err));
+  };
 
-    // File events wake the sync at once; the timer above covers missed events
-    // and file systems without them.
+  // Runs one extra sync after `ms`, unless one is scheduled already.
+  #scheduleTick(ms: number): void {
+    if (this.#retryTimer || !this.#timer) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#tick();
+    }, ms);
+    this.#retryTimer.unref();
+  }
+
+  #startMonitor(): void {
+    const tick = this.#tick;
+    // File events wake the sync at once; the timer covers missed events, and
+    // polls at the monitor interval on file systems without events.
+    let interval = this.config.monitorInterval;
     try {
-      const base = path.basename(this.walPath);
-      this.#watcher = fs.watch(path.dirname(this.config.path), { persistent: false }, (_event, file) => {
-        if (file === base) tick();
-      });
-      this.#watcher.on('error', () => undefined);
+      this.#unwatch = onFileEvent(this.walPath, tick);
+      interval = Math.max(interval, WATCHED_POLL_MS);
     } catch (err) {
       this.log.debug({ err }, 'file watching unavailable, polling only');
     }
+    // The timer keeps the process alive while the database is open, as a server would.
+    this.#timer = setInterval(tick, interval);
   }
 
   #stopMonitor(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    this.#unwatch?.();
+    this.#unwatch = undefined;
   }
 
   // Logs sync errors, repeating an identical one at most once a minute.
@@ -599,6 +640,27 @@ function isCompleteCheckpoint(
   if (!result || result.busy !== 0 || result.log !== result.checkpointed) return false;
   if (!headerBefore || !headerAfter) return !headerAfter && shadow.frameCount === 0;
   return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
+}
+
+/** Identity of a file: device and inode. */
+function fileId(stat: fs.Stats): string {
+  return `${stat.dev}:${stat.ino}`;
+}
+
+// File times come from the kernel's coarse clock, which advances every few
+// milliseconds: a write right after a stat can leave size and mtime as they
+// were. A WAL modified this recently is never treated as unchanged.
+const FINGERPRINT_SETTLE_MS = 100;
+
+/**
+ * Size, modification time and inode of the WAL ('-' when it does not exist),
+ * or '' when the WAL changed too recently for its times to prove anything.
+ */
+function walFingerprint(walPath: string, now: number): string {
+  const stat = fs.statSync(walPath, { throwIfNoEntry: false });
+  if (!stat) return '-';
+  if (now - stat.mtimeMs < FINGERPRINT_SETTLE_MS) return '';
+  return `${stat.size}:${stat.mtimeMs}:${stat.ino}`;
 }
 
 /** Checks that a path exists and contains a SQLite database (or is empty). */
