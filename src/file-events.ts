@@ -20,7 +20,7 @@ const watches = new Map<string, DirectoryWatch>();
 /**
  * Calls `listener` whenever the file at `filePath` may have changed, and
  * returns a function that stops the notifications. Throws when the platform
- * or file system cannot watch the directory; callers then poll instead.
+ * or file system cannot watch the directory, so callers poll instead.
  */
 export function onFileEvent(filePath: string, listener: Listener): () => void {
   const dir = path.dirname(path.resolve(filePath));
@@ -30,7 +30,7 @@ export function onFileEvent(filePath: string, listener: Listener): () => void {
   if (!watch) {
     const listeners = new Map<string, Set<Listener>>();
     const watcher = fs.watch(dir, { persistent: false }, (_event, file) => {
-      // Some platforms omit the file name: then every listener checks.
+      // Some platforms omit the file name, so every listener of the directory runs.
       if (file === null) {
         for (const set of listeners.values()) for (const fn of set) fn();
         return;
@@ -38,7 +38,7 @@ export function onFileEvent(filePath: string, listener: Listener): () => void {
       const set = listeners.get(String(file));
       if (set) for (const fn of set) fn();
     });
-    // A watched directory that disappears ends its watcher; listeners keep polling.
+    // A watched directory that disappears ends its watcher. Listeners still poll, so the error is ignored.
     watcher.on('error', () => undefined);
     watch = { watcher, listeners };
     watches.set(dir, watch);
