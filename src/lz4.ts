@@ -111,8 +111,11 @@ export class LZ4FrameEncoder {
   }
 }
 
-/** Compresses one block; stores it raw when compression would not shrink it. */
-function encodeBlock(block: Buffer): Buffer[] {
+/**
+ * Compresses one block and returns its size word and data; the data is the
+ * input itself when compression would not shrink it.
+ */
+export function encodeBlock(block: Buffer): Buffer[] {
   // lz4-napi prepends the uncompressed size as 4 bytes; the frame format does not use it.
   const compressed = compressSync(block).subarray(4);
   const size = Buffer.alloc(4);
@@ -130,15 +133,21 @@ export async function encodeFrame(input: Uint8Array): Promise<Buffer> {
   return Buffer.concat([...enc.push(input), ...enc.finish()]);
 }
 
+/** One section of an LZ4 frame, as LZ4FrameReader returns it. */
+export type FrameItem =
+  /** A data block: LZ4-compressed, or stored as is when `uncompressed`. */
+  | { kind: 'block'; data: Buffer; uncompressed: boolean }
+  /** The end of the frame, with its stored content checksum when it has one. */
+  | { kind: 'end'; checksum: number | undefined };
+
 /**
- * Decodes one LZ4 frame fed in arbitrary pieces. `push` returns decoded output
- * as it becomes available; `finish` throws unless the frame ended with a valid
- * end mark and content checksum. Bytes after the first frame are ignored, as
- * Litestream's reader does; skippable frames before it are skipped.
+ * Splits one LZ4 frame fed in arbitrary pieces into its blocks without
+ * decompressing them, so that callers can decompress blocks elsewhere, in
+ * worker threads for instance. Bytes after the first frame are ignored, as
+ * Litestream's reader does, and skippable frames before it are skipped.
  */
-export class LZ4FrameDecoder {
+export class LZ4FrameReader {
   #hasher: Hasher;
-  #hash: ReturnType<Hasher['create32']> | undefined;
   #buf: Buffer = Buffer.alloc(0);
   #chunks: Buffer[] = [];
   #chunkBytes = 0;
@@ -147,29 +156,38 @@ export class LZ4FrameDecoder {
   #blockChecksum = false;
   #contentChecksum = false;
   #blockMax = BLOCK_SIZE;
-  #total = 0;
   #sawInput = false;
 
   constructor(hasher: Hasher) {
     this.#hasher = hasher;
   }
 
-  /** Total decoded bytes so far. */
-  get decodedBytes(): number {
-    return this.#total;
+  /** Largest decoded size of one block, from the frame descriptor. */
+  get blockMax(): number {
+    return this.#blockMax;
   }
 
-  /** Adds frame bytes and returns the decoded data they complete. */
-  push(input: Uint8Array): Buffer[] {
+  /** Adds frame bytes and returns the sections they complete. */
+  push(input: Uint8Array): FrameItem[] {
     if (input.length > 0) this.#sawInput = true;
     if (this.#state === 'done' || input.length === 0) return [];
     // Pieces wait in a list until a section needs them, so many small pieces
     // cost one copy each rather than a copy of everything buffered per piece.
     this.#chunks.push(Buffer.from(input));
     this.#chunkBytes += input.length;
-    const out: Buffer[] = [];
+    const out: FrameItem[] = [];
     while (this.#step(out));
     return out;
+  }
+
+  /**
+   * Checks that the frame is complete. `decoded` is the decoded length so
+   * far, for the message. An empty input is an empty frame.
+   */
+  finish(decoded: number): void {
+    if (this.#state === 'done') return;
+    if (!this.#sawInput) return;
+    throw new LZ4FrameError(`truncated LZ4 frame: input ended in the ${this.#state} section after ${decoded} decoded bytes`);
   }
 
   // Makes at least `n` bytes contiguous in #buf, if that many have arrived.
@@ -182,14 +200,7 @@ export class LZ4FrameDecoder {
     return true;
   }
 
-  /** Checks that the frame is complete; an empty input decodes as empty. */
-  finish(): void {
-    if (this.#state === 'done') return;
-    if (!this.#sawInput) return;
-    throw new LZ4FrameError(`truncated LZ4 frame: input ended in the ${this.#state} section after ${this.#total} decoded bytes`);
-  }
-
-  #step(out: Buffer[]): boolean {
+  #step(out: FrameItem[]): boolean {
     switch (this.#state) {
       case 'magic': {
         if (!this.#need(4)) return false;
@@ -221,11 +232,7 @@ export class LZ4FrameDecoder {
         return this.#readBlock(out);
       case 'checksum': {
         if (!this.#need(4)) return false;
-        const expected = this.#buf.readUInt32LE(0);
-        const actual = this.#hash!.digest() >>> 0;
-        if (expected !== actual) {
-          throw new LZ4FrameError(`LZ4 content checksum mismatch: stored 0x${expected.toString(16)}, computed 0x${actual.toString(16)}`);
-        }
+        out.push({ kind: 'end', checksum: this.#buf.readUInt32LE(0) });
         this.#consume(4);
         this.#state = 'done';
         return false;
@@ -255,13 +262,12 @@ export class LZ4FrameDecoder {
     this.#blockMax = blockMax;
     this.#blockChecksum = (flg & 0x10) !== 0;
     this.#contentChecksum = (flg & 0x04) !== 0;
-    this.#hash = this.#hasher.create32(0);
     this.#consume(length);
     this.#state = 'block';
     return true;
   }
 
-  #readBlock(out: Buffer[]): boolean {
+  #readBlock(out: FrameItem[]): boolean {
     if (!this.#need(4)) return false;
     const word = this.#buf.readUInt32LE(0);
 
@@ -272,6 +278,7 @@ export class LZ4FrameDecoder {
         this.#state = 'checksum';
         return true;
       }
+      out.push({ kind: 'end', checksum: undefined });
       this.#state = 'done';
       return false;
     }
@@ -281,16 +288,7 @@ export class LZ4FrameDecoder {
     const total = 4 + size + (this.#blockChecksum ? 4 : 0);
     if (!this.#need(total)) return false;
 
-    const data = this.#buf.subarray(4, 4 + size);
-    let decoded: Buffer;
-    if ((word & UNCOMPRESSED_BIT) !== 0) {
-      decoded = Buffer.from(data);
-    } else {
-      decoded = decodeBlock(data, this.#blockMax);
-    }
-    this.#hash!.update(decoded);
-    this.#total += decoded.length;
-    out.push(decoded);
+    out.push({ kind: 'block', data: this.#buf.subarray(4, 4 + size), uncompressed: (word & UNCOMPRESSED_BIT) !== 0 });
     this.#consume(total);
     return true;
   }
@@ -300,8 +298,76 @@ export class LZ4FrameDecoder {
   }
 }
 
+/**
+ * Verifies the content checksum of a frame whose decoded bytes are passed to
+ * `update` in order. Shared by the in-thread and the worker-pool decoders.
+ */
+export class ContentChecksum {
+  #hash: ReturnType<Hasher['create32']>;
+
+  constructor(hasher: Hasher) {
+    this.#hash = hasher.create32(0);
+  }
+
+  /** Adds decoded bytes, in frame order. */
+  update(decoded: Uint8Array): void {
+    this.#hash.update(decoded);
+  }
+
+  /** Throws LZ4FrameError when the stored checksum differs from the decoded bytes' one. */
+  check(stored: number | undefined): void {
+    if (stored === undefined) return;
+    const actual = this.#hash.digest() >>> 0;
+    if (stored !== actual) {
+      throw new LZ4FrameError(`LZ4 content checksum mismatch: stored 0x${stored.toString(16)}, computed 0x${actual.toString(16)}`);
+    }
+  }
+}
+
+/**
+ * Decodes one LZ4 frame fed in arbitrary pieces, in this thread. `push`
+ * returns decoded output as it becomes available; `finish` throws unless the
+ * frame ended with a valid end mark and content checksum.
+ */
+export class LZ4FrameDecoder {
+  #reader: LZ4FrameReader;
+  #checksum: ContentChecksum;
+  #total = 0;
+
+  constructor(hasher: Hasher) {
+    this.#reader = new LZ4FrameReader(hasher);
+    this.#checksum = new ContentChecksum(hasher);
+  }
+
+  /** Total decoded bytes so far. */
+  get decodedBytes(): number {
+    return this.#total;
+  }
+
+  /** Adds frame bytes and returns the decoded data they complete. */
+  push(input: Uint8Array): Buffer[] {
+    const out: Buffer[] = [];
+    for (const item of this.#reader.push(input)) {
+      if (item.kind === 'end') {
+        this.#checksum.check(item.checksum);
+        continue;
+      }
+      const decoded = item.uncompressed ? Buffer.from(item.data) : decodeBlock(item.data, this.#reader.blockMax);
+      this.#checksum.update(decoded);
+      this.#total += decoded.length;
+      out.push(decoded);
+    }
+    return out;
+  }
+
+  /** Checks that the frame is complete; an empty input decodes as empty. */
+  finish(): void {
+    this.#reader.finish(this.#total);
+  }
+}
+
 /** Decompresses one raw LZ4 block whose output is at most `maxSize` bytes. */
-function decodeBlock(data: Buffer, maxSize: number): Buffer {
+export function decodeBlock(data: Buffer, maxSize: number): Buffer {
   // lz4-napi reads the output size from a 4-byte prefix; the maximum block size
   // serves as an upper bound and the result has the real length.
   const prefixed = Buffer.alloc(4 + data.length);

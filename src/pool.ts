@@ -3,8 +3,9 @@ import os from 'node:os';
 import { Piscina } from 'piscina';
 
 import { WalshipError } from './errors.js';
+import { LZ4FrameError } from './lz4.js';
 import type { WalshipErrorCode } from './errors.js';
-import type { PutSegmentTask, PutSnapshotTask, ShipResult } from './ship-task.js';
+import type { BlockResult, PutSegmentTask, PutSnapshotTask, ShipResult } from './ship-task.js';
 
 /** Options of the ship pool. */
 export interface ShipPoolOptions {
@@ -24,10 +25,13 @@ export interface ShipStats {
  * Segment buffers move to the worker in the transfer list, not copied.
  */
 export class ShipPool {
+  /** Worker threads at most. */
+  readonly threads: number;
   #pool: Piscina;
 
   constructor(options: ShipPoolOptions = {}) {
     const threads = options.threads ?? Math.min(8, Math.max(2, os.availableParallelism()));
+    this.threads = threads;
     this.#pool = new Piscina({
       filename: new URL('../workers/ship.js', import.meta.url).href,
       minThreads: 1,
@@ -54,6 +58,18 @@ export class ShipPool {
   async putSnapshot(task: PutSnapshotTask): Promise<ShipStats> {
     const result: ShipResult = await this.#pool.run(task, { name: 'putSnapshot' });
     return unwrap(result, task.key);
+  }
+
+  /**
+   * Decompresses one LZ4 block in a worker. `data` moves to the worker and is
+   * unusable afterwards. A corrupt block rejects with LZ4FrameError.
+   */
+  async decodeBlock(data: Uint8Array, maxSize: number): Promise<Buffer> {
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = new Uint8Array(data);
+    const result: BlockResult = await this.#pool.run({ data, maxSize }, { name: 'decodeBlock', transferList: [data.buffer as ArrayBuffer] });
+    if (result instanceof Uint8Array) return Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    if (result.error.name === 'LZ4FrameError') throw new LZ4FrameError(result.error.message);
+    throw new Error(result.error.message);
   }
 
   /** Waits for running tasks and stops the workers. */

@@ -153,6 +153,20 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     });
   }
 
+  /**
+   * Ships everything captured, then stores a new snapshot of the database at
+   * the current WAL index. The replica position stays where it is, because
+   * the segments of that index are stored already and apply on top of it.
+   */
+  snapshotNow(): Promise<void> {
+    return this.#mutex.run(async () => {
+      await this.#ship();
+      // NOTE: the snapshot replaces an older one of the same index, so a
+      // point-in-time restore inside that index starts from the newer copy.
+      await this.#snapshot({ keepPosition: true });
+    });
+  }
+
   // Marks new data and runs a sync now, or when the sync interval allows.
   #wake(): void {
     this.#dirty = true;
@@ -385,13 +399,15 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
   // Uploads a snapshot of the database at the current index; the WAL of that
   // index is then shipped from offset 0.
-  async #snapshot(): Promise<void> {
+  async #snapshot(options: { keepPosition?: boolean } = {}): Promise<void> {
     await this.db.withSnapshot(async (source) => {
       const key = snapshotKey('', source.generation, source.index);
       const started = Date.now();
       const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size });
-      this.#pos = { generation: source.generation, index: source.index, offset: 0 };
-      this.#savePosition();
+      if (!options.keepPosition) {
+        this.#pos = { generation: source.generation, index: source.index, offset: 0 };
+        this.#savePosition();
+      }
       this.log.info(
         { generation: source.generation, index: source.index, key, bytes: stats.rawBytes, stored: stats.storedBytes, elapsed: `${Date.now() - started}ms` },
         'snapshot written',

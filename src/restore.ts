@@ -9,6 +9,7 @@ import { formatIndex, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient, ReplicaClientConfig } from './replica/client.js';
 import { createReplicaClient } from './replica/create.js';
+import { ShipPool } from './pool.js';
 import { applyWalIndexes, checkIntegrity, publish, removeTempFiles, writeSnapshot } from './restore/apply.js';
 import { planRestore } from './restore/plan.js';
 import type { RestorePlan } from './restore/plan.js';
@@ -32,6 +33,11 @@ export interface RestoreOptions {
   logger?: Logger;
   /** Database name for log lines and messages. Defaults to the output path. */
   dbName?: string;
+  /**
+   * Worker pool that decompresses large blocks. Defaults to a pool of its own,
+   * started for this restore and closed when it ends.
+   */
+  pool?: ShipPool;
 }
 
 /** Outcome of a restore. */
@@ -61,10 +67,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const owned = !isClient(options.client);
   const client = isClient(options.client) ? options.client : createReplicaClient(options.client);
 
+  const pool = options.pool ?? new ShipPool();
+
   try {
-    return await restoreFrom(client, outputPath, { ...options, parallelism, logger });
+    return await restoreFrom(client, outputPath, { ...options, parallelism, logger, pool });
   } finally {
     if (owned) await client.close();
+    if (!options.pool) await pool.close();
   }
 }
 
@@ -72,7 +81,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 async function restoreFrom(
   client: ReplicaClient,
   outputPath: string,
-  options: RestoreOptions & { parallelism: number; logger: Logger },
+  options: RestoreOptions & { parallelism: number; logger: Logger; pool: ShipPool },
 ): Promise<RestoreResult> {
   const started = Date.now();
   const logger = options.logger;
@@ -88,7 +97,7 @@ async function restoreFrom(
   const tmpPath = `${outputPath}.tmp-${randomBytes(4).toString('hex')}`;
   let walPos: Pos | undefined;
   try {
-    await writeSnapshot(client, snapshot, tmpPath);
+    await writeSnapshot(client, snapshot, tmpPath, options.pool);
     walPos = await applyWalIndexes(client, tmpPath, generation, plan.indexes, options);
     checkIntegrity(tmpPath, generation);
     await publish(tmpPath, outputPath);

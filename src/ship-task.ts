@@ -28,3 +28,13 @@ export interface PutSnapshotTask {
 export type ShipResult =
   | { ok: true; rawBytes: number; storedBytes: number; elapsedMs: number }
   | { ok: false; error: { name: string; message: string; code?: string } };
+
+/** Decompress one LZ4 block whose decoded size is at most `maxSize`. */
+export interface DecodeBlockTask {
+  /** The compressed block; transferred, not copied. */
+  data: Uint8Array;
+  maxSize: number;
+}
+
+/** Result of a block task: the output bytes, or the error record. */
+export type BlockResult = Uint8Array | { ok: false; error: { name: string; message: string; code?: string } };

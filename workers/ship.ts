@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 
-import { LZ4FrameEncoder, encodeFrame, loadHasher } from '../src/lz4.js';
+import { move } from 'piscina';
+
+import { LZ4FrameEncoder, decodeBlock as decodeLz4Block, encodeFrame, loadHasher } from '../src/lz4.js';
 import type { ReplicaClient, ReplicaClientConfig } from '../src/replica/client.js';
 import { createReplicaClient } from '../src/replica/create.js';
-import type { PutSegmentTask, PutSnapshotTask, ShipResult } from '../src/ship-task.js';
+import type { BlockResult, DecodeBlockTask, PutSegmentTask, PutSnapshotTask, ShipResult } from '../src/ship-task.js';
 
 // One client per replica configuration and worker, reused across tasks so
 // connections stay open.
@@ -70,6 +72,27 @@ export async function putSnapshot(task: PutSnapshotTask): Promise<ShipResult> {
   }
 }
 
+/**
+ * Decompresses one LZ4 block of a frame. The output moves back to the caller
+ * without a copy. Piscina moves only a top-level result, so success returns
+ * the bytes themselves and failure an error record.
+ */
+export function decodeBlock(task: DecodeBlockTask): BlockResult {
+  try {
+    const decoded = decodeLz4Block(Buffer.from(task.data.buffer, task.data.byteOffset, task.data.byteLength), task.maxSize);
+    return move(ownBuffer(decoded)) as Uint8Array;
+  } catch (err) {
+    return failure(err);
+  }
+}
+
+// A buffer that owns its whole ArrayBuffer can move between threads. Node's
+// small buffers share a pool, so those are copied first.
+function ownBuffer(buf: Buffer): Uint8Array {
+  if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
+  return new Uint8Array(buf);
+}
+
 /** Reads into `buf` from `offset` until full or end of file; returns the bytes read. */
 function readAt(fd: number, buf: Buffer, offset: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -86,7 +109,7 @@ function readAt(fd: number, buf: Buffer, offset: number): Promise<number> {
   });
 }
 
-function failure(err: unknown): ShipResult {
+function failure(err: unknown): { ok: false; error: { name: string; message: string; code?: string } } {
   const e = err as { name?: string; message?: string; code?: string };
   return { ok: false, error: { name: e?.name ?? 'Error', message: e?.message ?? String(err), code: e?.code } };
 }

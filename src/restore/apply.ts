@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { WalshipError } from '../errors.js';
 import { formatIndex, formatPos } from '../pos.js';
 import type { Pos } from '../pos.js';
+import type { ShipPool } from '../pool.js';
 import type { ReplicaClient } from '../replica/client.js';
 import type { SnapshotInfo } from '../replica/listing.js';
 import { parseWalHeader, WAL_HEADER_SIZE } from '../wal.js';
@@ -22,10 +23,10 @@ import type { WalIndexPlan } from './plan.js';
  */
 
 /** Decodes a snapshot into a new file at `dbPath` and returns the file's length. */
-export async function writeSnapshot(client: ReplicaClient, snapshot: SnapshotInfo, dbPath: string): Promise<number> {
+export async function writeSnapshot(client: ReplicaClient, snapshot: SnapshotInfo, dbPath: string, pool?: ShipPool): Promise<number> {
   const file = await fs.open(dbPath, 'wx');
   try {
-    return await decodeObjectInto(openObject(client, snapshot.key), file, snapshot.key, client.location);
+    return await decodeObjectInto(openObject(client, snapshot.key), file, snapshot.key, client.location, pool);
   } finally {
     await file.close();
   }
@@ -36,6 +37,8 @@ export interface ApplyOptions {
   /** Segment downloads in flight at once. */
   parallelism: number;
   logger: Logger;
+  /** Worker pool for large blocks; without one, every block decompresses in this thread. */
+  pool?: ShipPool;
 }
 
 /**
@@ -57,7 +60,7 @@ export async function applyWalIndexes(
   let pos: Pos | undefined;
   try {
     for (const plan of indexes) {
-      const length = await writeWalFile(`${dbPath}-wal`, plan, fetched, client.location);
+      const length = await writeWalFile(`${dbPath}-wal`, plan, fetched, client.location, options.pool);
       checkpointWal(dbPath, plan);
       pos = { generation, index: plan.index, offset: length };
       options.logger.debug({ generation, pos: formatPos(pos), bytes: length }, 'WAL index applied');
@@ -69,7 +72,13 @@ export async function applyWalIndexes(
 }
 
 /** Writes the decoded segments of one WAL index as the `-wal` file and returns its length. */
-async function writeWalFile(walPath: string, plan: WalIndexPlan, fetched: AsyncGenerator<FetchedSegment>, location: string): Promise<number> {
+async function writeWalFile(
+  walPath: string,
+  plan: WalIndexPlan,
+  fetched: AsyncGenerator<FetchedSegment>,
+  location: string,
+  pool: ShipPool | undefined,
+): Promise<number> {
   const file = await fs.open(walPath, 'w+');
   try {
     let length = 0;
@@ -85,7 +94,7 @@ async function writeWalFile(walPath: string, plan: WalIndexPlan, fetched: AsyncG
             `expected offset ${length} of index ${formatIndex(segment.index)}`,
         );
       }
-      length += await decodeObjectInto(body, file, segment.key, location);
+      length += await decodeObjectInto(body, file, segment.key, location, pool);
       if (segment.offset === 0) await checkWalHeader(file, segment.key);
     }
     return length;

@@ -1,7 +1,8 @@
 import type { FileHandle } from 'node:fs/promises';
 
 import { WalshipError } from '../errors.js';
-import { LZ4FrameDecoder, LZ4FrameError, loadHasher } from '../lz4.js';
+import { ContentChecksum, LZ4FrameError, LZ4FrameReader, decodeBlock, loadHasher } from '../lz4.js';
+import type { ShipPool } from '../pool.js';
 import type { ReplicaClient } from '../replica/client.js';
 import type { SegmentInfo } from '../replica/listing.js';
 
@@ -26,22 +27,45 @@ type Prefetch = { ok: true; body: Buffer } | { ok: false; error: unknown };
 
 /**
  * Decodes one LZ4-framed object into `file`, appending at the file's current
- * end, and returns the decoded length. Errors name the object key: a bad
- * content checksum rejects with CHECKSUM_MISMATCH, a truncated or malformed
- * frame with CORRUPT_REPLICA.
+ * end, and returns the decoded length. With a pool, large blocks decompress in
+ * its worker threads while the next ones download, and the output is written
+ * in frame order. Errors name the object key: a bad content checksum rejects
+ * with CHECKSUM_MISMATCH, a truncated or malformed frame with CORRUPT_REPLICA.
  */
-export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: string, location: string): Promise<number> {
-  const decoder = new LZ4FrameDecoder(await loadHasher());
+export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: string, location: string, pool?: ShipPool): Promise<number> {
+  const hasher = await loadHasher();
+  const reader = new LZ4FrameReader(hasher);
+  const checksum = new ContentChecksum(hasher);
+  // Blocks decoding or decoded, oldest first. The window bounds memory to a
+  // few blocks per worker.
+  const pending: Promise<Buffer>[] = [];
+  const window = pool ? pool.threads * 2 : 0;
+  let stored: number | undefined;
   let written = 0;
+
+  const writeOldest = async (): Promise<void> => {
+    const decoded = await pending.shift()!;
+    checksum.update(decoded);
+    await file.write(decoded);
+    written += decoded.length;
+  };
+
   const push = async (input: Uint8Array): Promise<void> => {
-    for (const out of decoder.push(input)) {
-      await file.write(out);
-      written += out.length;
+    for (const item of reader.push(input)) {
+      if (item.kind === 'end') {
+        stored = item.checksum;
+        continue;
+      }
+      const decoded = decodeLater(item.data, item.uncompressed, reader.blockMax, pool);
+      // A rejection is raised when the block's turn comes, not as unhandled.
+      decoded.catch(() => undefined);
+      pending.push(decoded);
+      while (pending.length > window) await writeOldest();
     }
   };
 
   try {
-    // The decoder copies its unfinished block on every push, so small stream
+    // The reader copies its unfinished block on every push, so small stream
     // chunks are gathered into FEED_SLICE pieces to keep that copying linear.
     let batch: Uint8Array[] = [];
     let batchBytes = 0;
@@ -54,11 +78,32 @@ export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: 
       batchBytes = 0;
     }
     if (batchBytes > 0) await push(Buffer.concat(batch, batchBytes));
-    decoder.finish();
+    while (pending.length > 0) await writeOldest();
+    reader.finish(written);
+    checksum.check(stored);
   } catch (err) {
+    await Promise.allSettled(pending);
     throw objectError(err, key, location);
   }
   return written;
+}
+
+// Blocks smaller than this decompress in this thread: a worker round trip
+// costs more than they take.
+const POOL_MIN_BLOCK = 64 * 1024;
+
+/** Decompresses a block in the pool when it is large enough, else here. */
+function decodeLater(data: Buffer, uncompressed: boolean, maxSize: number, pool: ShipPool | undefined): Promise<Buffer> {
+  if (uncompressed) return Promise.resolve(Buffer.from(data));
+  if (!pool || data.length < POOL_MIN_BLOCK) {
+    try {
+      return Promise.resolve(decodeBlock(data, maxSize));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+  // The block is a view into the reader's buffer, so the worker gets a copy of its own.
+  return pool.decodeBlock(new Uint8Array(data), maxSize);
 }
 
 /**
