@@ -104,11 +104,21 @@ export class LZ4FrameEncoder {
       this.#pending = [];
       this.#pendingBytes = 0;
     }
-    const trailer = Buffer.alloc(8);
-    trailer.writeUInt32LE(this.#hash.digest() >>> 0, 4);
-    out.push(trailer);
+    out.push(frameTrailer(this.#hash.digest()));
     return out;
   }
+}
+
+/** Returns a copy of the frame header walship writes: magic and descriptor. */
+export function frameHeader(): Buffer {
+  return Buffer.from(FRAME_HEADER);
+}
+
+/** Returns the end of a frame: the end mark and the content checksum `checksum`. */
+export function frameTrailer(checksum: number): Buffer {
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(checksum >>> 0, 4);
+  return trailer;
 }
 
 /**

@@ -3,9 +3,14 @@ import os from 'node:os';
 import { Piscina } from 'piscina';
 
 import { WalshipError } from './errors.js';
-import { LZ4FrameError } from './lz4.js';
+import { BLOCK_SIZE, LZ4FrameError } from './lz4.js';
 import type { WalshipErrorCode } from './errors.js';
-import type { BlockResult, PutSegmentTask, PutSnapshotTask, ShipResult } from './ship-task.js';
+import { Mutex } from './mutex.js';
+import type { BlockResult, PutSegmentTask, PutSnapshotTask, PutStreamTask, ShipResult } from './ship-task.js';
+import { streamSnapshot } from './snapshot-stream.js';
+
+// Snapshots of at least this many bytes are compressed by several workers.
+const PARALLEL_SNAPSHOT_MIN = 2 * BLOCK_SIZE;
 
 /** Options of the ship pool. */
 export interface ShipPoolOptions {
@@ -28,6 +33,7 @@ export class ShipPool {
   /** Worker threads at most. */
   readonly threads: number;
   #pool: Piscina;
+  #snapshotSlot = new Mutex();
 
   constructor(options: ShipPoolOptions = {}) {
     const threads = options.threads ?? Math.min(8, Math.max(2, os.availableParallelism()));
@@ -54,10 +60,35 @@ export class ShipPool {
     return unwrap(result, task.key);
   }
 
-  /** Streams the database file into a snapshot object. */
+  /**
+   * Streams the database file into a snapshot object. A file of several
+   * blocks is compressed by several workers at once while another uploads;
+   * a small one goes to one worker that does both.
+   */
   async putSnapshot(task: PutSnapshotTask): Promise<ShipStats> {
-    const result: ShipResult = await this.#pool.run(task, { name: 'putSnapshot' });
-    return unwrap(result, task.key);
+    if (this.threads < 2 || task.size < PARALLEL_SNAPSHOT_MIN) {
+      const result: ShipResult = await this.#pool.run(task, { name: 'putSnapshot' });
+      return unwrap(result, task.key);
+    }
+
+    // An upload task holds its worker until the frame is complete, and the
+    // compression tasks need the others: one parallel snapshot at a time.
+    return this.#snapshotSlot.run(async () => {
+      const started = Date.now();
+      const { result, storedBytes } = await streamSnapshot(this, task.fd, task.size, (port) =>
+        this.#pool.run({ client: task.client, key: task.key, port } satisfies PutStreamTask, { name: 'putStream', transferList: [port] }) as Promise<ShipResult>,
+      );
+      unwrap(result, task.key);
+      return { rawBytes: task.size, storedBytes, elapsedMs: Date.now() - started };
+    });
+  }
+
+  /** Compresses one raw block of a frame in a worker; `data` moves there. */
+  async compressBlock(data: Uint8Array): Promise<Uint8Array> {
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = new Uint8Array(data);
+    const result: BlockResult = await this.#pool.run({ data }, { name: 'compressBlock', transferList: [data.buffer as ArrayBuffer] });
+    if (result instanceof Uint8Array) return result;
+    throw new Error(result.error.message);
   }
 
   /**

@@ -1,3 +1,5 @@
+import type { MessagePort } from 'node:worker_threads';
+
 import type { ReplicaClientConfig } from './replica/client.js';
 
 /**
@@ -28,6 +30,20 @@ export interface PutSnapshotTask {
 export type ShipResult =
   | { ok: true; rawBytes: number; storedBytes: number; elapsedMs: number }
   | { ok: false; error: { name: string; message: string; code?: string } };
+
+/** Store the frame that arrives through `port` under `key`; see snapshot-stream.ts. */
+export interface PutStreamTask {
+  client: ReplicaClientConfig;
+  key: string;
+  /** Transferred to the worker. */
+  port: MessagePort;
+}
+
+/** Compress one block of an LZ4 frame. */
+export interface CompressBlockTask {
+  /** Raw block bytes, at most 4 MiB; transferred, not copied. */
+  data: Uint8Array;
+}
 
 /** Decompress one LZ4 block whose decoded size is at most `maxSize`. */
 export interface DecodeBlockTask {

@@ -3,10 +3,11 @@ import { Readable } from 'node:stream';
 
 import { move } from 'piscina';
 
-import { LZ4FrameEncoder, decodeBlock as decodeLz4Block, encodeFrame, loadHasher } from '../src/lz4.js';
+import { LZ4FrameEncoder, decodeBlock as decodeLz4Block, encodeBlock, encodeFrame, loadHasher } from '../src/lz4.js';
 import type { ReplicaClient, ReplicaClientConfig } from '../src/replica/client.js';
 import { createReplicaClient } from '../src/replica/create.js';
-import type { BlockResult, DecodeBlockTask, PutSegmentTask, PutSnapshotTask, ShipResult } from '../src/ship-task.js';
+import type { BlockResult, CompressBlockTask, DecodeBlockTask, PutSegmentTask, PutSnapshotTask, PutStreamTask, ShipResult } from '../src/ship-task.js';
+import type { SnapshotStreamAck, SnapshotStreamMessage } from '../src/snapshot-stream.js';
 
 // One client per replica configuration and worker, reused across tasks so
 // connections stay open.
@@ -91,6 +92,59 @@ export function decodeBlock(task: DecodeBlockTask): BlockResult {
 function ownBuffer(buf: Buffer): Uint8Array {
   if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
   return new Uint8Array(buf);
+}
+
+/** Compresses one block of a frame into its size word and data, returned without a copy. */
+export function compressBlock(task: CompressBlockTask): BlockResult {
+  try {
+    const parts = encodeBlock(Buffer.from(task.data.buffer, task.data.byteOffset, task.data.byteLength));
+    const out = new Uint8Array(new ArrayBuffer(parts[0]!.length + parts[1]!.length));
+    out.set(parts[0]!, 0);
+    out.set(parts[1]!, parts[0]!.length);
+    return move(out) as Uint8Array;
+  } catch (err) {
+    return failure(err);
+  }
+}
+
+/**
+ * Stores the frame that the main thread sends through `task.port`, chunk by
+ * chunk, as one object. Each chunk consumed by the upload is acknowledged, so
+ * the sender keeps only a few chunks in flight.
+ */
+export async function putStream(task: PutStreamTask): Promise<ShipResult> {
+  const started = Date.now();
+  const port = task.port;
+  const queue: SnapshotStreamMessage[] = [];
+  let wake: (() => void) | undefined;
+  port.on('message', (message: SnapshotStreamMessage) => {
+    queue.push(message);
+    wake?.();
+  });
+
+  let stored = 0;
+  const body = Readable.from(
+    (async function* () {
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        const message = queue.shift()!;
+        if ('end' in message) return;
+        if ('abort' in message) throw new Error(`snapshot stream aborted: ${message.abort}`);
+        stored += message.chunk.length;
+        yield Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
+        port.postMessage({ consumed: 1 } satisfies SnapshotStreamAck);
+      }
+    })(),
+  );
+
+  try {
+    await clientFor(task.client).put(task.key, body);
+    return { ok: true, rawBytes: 0, storedBytes: stored, elapsedMs: Date.now() - started };
+  } catch (err) {
+    return failure(err);
+  } finally {
+    port.close();
+  }
 }
 
 /** Reads into `buf` from `offset` until full or end of file; returns the bytes read. */
