@@ -14,7 +14,17 @@ export type WalshipErrorCode =
   /** A flag, config value or path given by the user is invalid. */
   | 'INVALID_INPUT'
   /** A replica's objects are missing or out of order. */
-  | 'CORRUPT_REPLICA';
+  | 'CORRUPT_REPLICA'
+  /** A conditional write or delete found the object changed, present or missing against its condition. */
+  | 'PRECONDITION_FAILED'
+  /** The store rejected the If-Match or If-None-Match header of a conditional write as not implemented. */
+  | 'CONDITIONAL_WRITES_UNSUPPORTED'
+  /** Another walship process on this host holds the database's lock file. */
+  | 'LOCKED'
+  /** Another owner holds an unexpired lease on the replica prefix. */
+  | 'LEASE_HELD'
+  /** A held lease was taken over, deleted or could not be renewed before it expired. */
+  | 'LEASE_LOST';
 
 /** An error with a stable code; the message names the value or object involved. */
 export class WalshipError extends Error {

@@ -10,6 +10,10 @@ import { formatIndex } from './pos.js';
  *
  * Litestream's listings match base names against these exact patterns, so any
  * other file in the tree (temporary files, uppercase hex) stays invisible.
+ *
+ * walship's own state beside the replica lives under `<prefix>/walship/`. Litestream
+ * v0.3 lists only `generations/`, and v0.5 only `generations/` and `ltx/`, so neither
+ * lists it, and `walship` is no 16-hex-digit generation name.
  */
 
 const GENERATION_RE = /^[0-9a-f]{16}$/;
@@ -55,6 +59,15 @@ export function snapshotKey(prefix: string, generation: string, index: number): 
 export function segmentKey(prefix: string, generation: string, index: number, offset: number): string {
   const name = `${formatIndex(index)}_${offset.toString(16).padStart(8, '0')}.wal.lz4`;
   return joinKey(segmentsKey(prefix, generation), name);
+}
+
+/**
+ * Returns the key of the lease object that names the one process allowed to
+ * write under `prefix`. Litestream v0.5's own lease object is `<prefix>/lock.json`
+ * with another format, so walship uses a different key.
+ */
+export function leaseKey(prefix: string): string {
+  return joinKey(prefix, 'walship', 'lease.json');
 }
 
 /** Parses a snapshot base name into its index, or returns undefined for any other name. */

@@ -14,6 +14,8 @@ import { ZERO_POS, comparePos, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient } from './replica/client.js';
 import { createReplicaClient } from './replica/create.js';
+import { instrumentClient } from './replica/instrumented-client.js';
+import type { ClientOperationReport } from './replica/instrumented-client.js';
 import { generationBounds, listGenerations, listSegments, listSnapshots } from './replica/listing.js';
 
 /** Largest WAL segment walship uploads; a longer run of frames becomes several segments. */
@@ -39,6 +41,10 @@ export interface ReplicaEvents {
   upload: [kind: 'segment' | 'snapshot', rawBytes: number, storedBytes: number, elapsedMs: number];
   /** A sync failed; it is retried with backoff. */
   error: [err: Error];
+  /** A sync finished, with its error when it failed. */
+  sync: [elapsedMs: number, err: Error | undefined];
+  /** A main-thread request to the store settled: listings, downloads, deletes, lease writes. */
+  request: [report: ClientOperationReport];
 }
 
 /**
@@ -59,6 +65,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   #pool: ShipPool;
   #txLog: Logger;
   #pos: Pos = ZERO_POS;
+  // Last position the store confirmed. Unlike #pos, it survives a failed sync,
+  // so lag keeps counting from what is really stored.
+  #confirmed: Pos = ZERO_POS;
   #mutex = new Mutex();
   #timer: NodeJS.Timeout | undefined;
   #dirty = false;
@@ -78,7 +87,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.config = config;
     this.name = config.name;
     this.#pool = pool;
-    this.client = createReplicaClient(config.client);
+    this.client = instrumentClient(createReplicaClient(config.client), (report) => this.emit('request', report));
     this.log = logger.child({ db: db.name, replica: config.name });
     // The shipped-transaction line starts with db=, pre=, post= and elapsed=,
     // the fields operators grep for, so its replica field comes after them.
@@ -108,8 +117,10 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   lagMs(now = Date.now()): number {
     const dbPos = this.db.pos();
     if (!dbPos.generation) return 0;
-    if (this.#pos.generation === dbPos.generation && comparePos(this.#pos, dbPos) >= 0) return 0;
-    const at = this.db.capturedAt(this.#pos.generation === dbPos.generation ? this.#pos : { generation: dbPos.generation, index: 0, offset: 0 });
+    const stored = this.#pos.generation ? this.#pos : this.#confirmed;
+    if (stored.generation === dbPos.generation && comparePos(stored, dbPos) >= 0) return 0;
+    const from = stored.generation === dbPos.generation ? stored : { generation: dbPos.generation, index: 0, offset: 0 };
+    const at = this.db.capturedAt(from);
     return at === undefined ? 0 : Math.max(0, now - at);
   }
 
@@ -137,13 +148,16 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     return this.#mutex.run(async () => {
       this.#lastSync = Date.now();
       this.#dirty = false;
+      const started = performance.now();
       try {
         await this.#ship();
         this.#failures = 0;
         this.#synced = true;
         this.#lastError = undefined;
+        this.emit('sync', performance.now() - started, undefined);
       } catch (err) {
         this.#lastError = err as Error;
+        this.emit('sync', performance.now() - started, err as Error);
         // Forget the position, so the next attempt reads it from the replica
         // again, unless objects past it must be trimmed from that position.
         if (!this.#trimNeeded) this.#pos = ZERO_POS;
@@ -270,6 +284,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
   #advance(upload: Upload): void {
     this.#pos = upload.post;
+    this.#confirmed = upload.post;
     this.#savePosition();
     this.#txLog.info(
       { pre: formatPos(upload.pre), post: formatPos(upload.post), elapsed: `${Date.now() - upload.started}ms`, replica: this.name, bytes: upload.bytes, key: upload.key },
@@ -356,6 +371,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       );
     }
     this.#pos = pos;
+    this.#confirmed = pos;
     this.log.info({ generation, pos: formatPos(pos) }, 'replica position restored');
   }
 
@@ -406,6 +422,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size });
       if (!options.keepPosition) {
         this.#pos = { generation: source.generation, index: source.index, offset: 0 };
+        this.#confirmed = this.#pos;
         this.#savePosition();
       }
       this.log.info(

@@ -301,6 +301,68 @@ for (const backend of [fileBackend, s3Backend]) {
       assert.equal(final.objects[0]!.size, data.length);
       t.diagnostic(`${listings} listings, ${sightings} showed the object`);
     });
+
+    test('getVersioned of a missing key', async () => {
+      assert.equal(await replica.client.getVersioned('walship/lease.json'), undefined);
+    });
+
+    test('putConditional creates once', async () => {
+      const first = await replica.client.putConditional('walship/lease.json', Buffer.from('one'), { ifNoneMatch: '*' });
+      await assert.rejects(
+        replica.client.putConditional('walship/lease.json', Buffer.from('two'), { ifNoneMatch: '*' }),
+        (err) => hasCode(err, 'PRECONDITION_FAILED'),
+      );
+
+      const read = await replica.client.getVersioned('walship/lease.json');
+      assert.deepEqual(read?.body, Buffer.from('one'));
+      assert.equal(read?.etag, first.etag);
+    });
+
+    test('putConditional replaces a matching ETag only', async () => {
+      const first = await replica.client.putConditional('walship/lease.json', Buffer.from('one'), { ifNoneMatch: '*' });
+      const second = await replica.client.putConditional('walship/lease.json', Buffer.from('two'), { ifMatch: first.etag });
+      assert.notEqual(second.etag, first.etag);
+
+      await assert.rejects(
+        replica.client.putConditional('walship/lease.json', Buffer.from('three'), { ifMatch: first.etag }),
+        (err) => hasCode(err, 'PRECONDITION_FAILED'),
+      );
+      await assert.rejects(
+        replica.client.putConditional('walship/other.json', Buffer.from('x'), { ifMatch: first.etag }),
+        (err) => hasCode(err, 'PRECONDITION_FAILED'),
+      );
+      assert.deepEqual((await replica.client.getVersioned('walship/lease.json'))?.body, Buffer.from('two'));
+    });
+
+    test('concurrent creates have one winner', async () => {
+      const attempts = Array.from({ length: 8 }, (_, i) =>
+        replica.client.putConditional('walship/lease.json', Buffer.from(`writer ${i}`), { ifNoneMatch: '*' }),
+      );
+      const results = await Promise.allSettled(attempts);
+
+      const won = results.filter((r) => r.status === 'fulfilled');
+      assert.equal(won.length, 1);
+      for (const r of results) if (r.status === 'rejected') assert.ok(hasCode(r.reason, 'PRECONDITION_FAILED'));
+    });
+
+    test('deleteConditional checks the ETag', async () => {
+      const first = await replica.client.putConditional('walship/lease.json', Buffer.from('one'), { ifNoneMatch: '*' });
+      const second = await replica.client.putConditional('walship/lease.json', Buffer.from('two'), { ifMatch: first.etag });
+
+      await assert.rejects(replica.client.deleteConditional('walship/lease.json', first.etag), (err) =>
+        hasCode(err, 'PRECONDITION_FAILED'),
+      );
+      await replica.client.deleteConditional('walship/lease.json', second.etag);
+      assert.equal(await replica.client.getVersioned('walship/lease.json'), undefined);
+      await replica.client.deleteConditional('walship/lease.json', second.etag);
+    });
+
+    test('no multipart uploads left after puts', async () => {
+      await replica.client.put('big/object', randomBytes(9 * MIB));
+
+      assert.deepEqual(await replica.client.listMultipartUploads(''), []);
+      assert.equal(await replica.client.abortMultipartUploads(''), 0);
+    });
   });
 }
 

@@ -52,6 +52,28 @@ export interface ListResult {
   prefixes: string[];
 }
 
+/** An object's bytes with the entity tag that conditional writes compare. */
+export interface VersionedObject {
+  body: Buffer;
+  /** Entity tag as the store returns it, quotes included for S3. */
+  etag: string;
+}
+
+/**
+ * Condition of a conditional write: create only when the key is absent
+ * (`If-None-Match: *`), or replace only the version with this entity tag (`If-Match`).
+ */
+export type WriteCondition = { ifNoneMatch: '*' } | { ifMatch: string };
+
+/** One multipart upload that was started and neither completed nor aborted. */
+export interface MultipartUploadInfo {
+  /** Key relative to the client's prefix. */
+  key: string;
+  uploadId: string;
+  /** Time the upload was started, as the store reports it. */
+  initiated: Date;
+}
+
 /**
  * A key-value view of one replica location. Keys are relative to the client's
  * root (a directory for `file`, a key prefix for `s3`) and use `/`.
@@ -63,6 +85,12 @@ export interface ListResult {
  *   A prefix that does not exist lists as empty.
  * - `put` makes the object visible only once all its bytes are stored.
  * - `delete` ignores keys that do not exist.
+ * - `getVersioned` returns undefined for a missing key.
+ * - `putConditional` and `deleteConditional` reject with PRECONDITION_FAILED when
+ *   the condition does not hold, and `putConditional` rejects with
+ *   CONDITIONAL_WRITES_UNSUPPORTED when the store rejects the header as not
+ *   implemented. A store that ignores the headers silently is not detected
+ *   here. The lease probes for it.
  * - Errors name the operation, the bucket or directory and the key; they never
  *   carry credentials.
  */
@@ -75,6 +103,16 @@ export interface ReplicaClient {
   getStream(key: string): Promise<Readable>;
   list(prefix: string, options?: { delimiter?: boolean }): Promise<ListResult>;
   delete(keys: string[]): Promise<void>;
+  /** Reads a small object with its entity tag, or returns undefined when the key does not exist. */
+  getVersioned(key: string): Promise<VersionedObject | undefined>;
+  /** Writes a small object only when `condition` holds, and returns the new entity tag. */
+  putConditional(key: string, body: Buffer, condition: WriteCondition): Promise<{ etag: string }>;
+  /** Deletes an object only while its entity tag is `etag`. A missing key is no error. */
+  deleteConditional(key: string, etag: string): Promise<void>;
+  /** Lists multipart uploads still open under the folder `prefix`. The file replica has none. */
+  listMultipartUploads(prefix: string): Promise<MultipartUploadInfo[]>;
+  /** Aborts every multipart upload still open under the folder `prefix`, and returns how many it aborted. */
+  abortMultipartUploads(prefix: string): Promise<number>;
   /** Releases sockets and handles. */
   close(): Promise<void>;
 }

@@ -1,11 +1,20 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 
-import { WalshipError } from '../errors.js';
-import type { FileClientConfig, ListResult, ObjectInfo, ReplicaClient } from './client.js';
+import { hasCode, WalshipError } from '../errors.js';
+import { createExclusive, removeIfUnchanged } from '../lock-file.js';
+import type {
+  FileClientConfig,
+  ListResult,
+  MultipartUploadInfo,
+  ObjectInfo,
+  ReplicaClient,
+  VersionedObject,
+  WriteCondition,
+} from './client.js';
 
 /** Suffix of temporary files. Listings skip them, and keys may not end with it. */
 const TEMP_SUFFIX = '.tmp';
@@ -13,6 +22,15 @@ const TEMP_SUFFIX = '.tmp';
 // A delete may remove a folder between put's mkdir and its open. Put then
 // creates the folder again, up to this many times.
 const MAX_CREATE_ATTEMPTS = 3;
+
+/** Time that a conditional write waits for another one on the same key, in milliseconds. */
+const CONDITION_LOCK_TIMEOUT = 5_000;
+
+/** Age after which a conditional write's lock file is left over from a crashed process, in milliseconds. */
+const CONDITION_LOCK_STALE_AFTER = 30_000;
+
+/** Pause between attempts to take a conditional write's lock file, in milliseconds. */
+const CONDITION_LOCK_POLL = 10;
 
 /** Error codes of a read or unlink on a key that names no file: missing, below a file, or a folder. */
 const MISSING_CODES = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
@@ -125,6 +143,53 @@ export class FileReplicaClient implements ReplicaClient {
     for (const folder of folders) await this.#removeEmptyFolders(folder);
   }
 
+  /** Reads an object with an entity tag: the quoted MD5 of its bytes, as S3 gives a single-part object. */
+  async getVersioned(key: string): Promise<VersionedObject | undefined> {
+    try {
+      const body = await this.get(key);
+      return { body, etag: etagOf(body) };
+    } catch (err) {
+      if (hasCode(err, 'NOT_FOUND')) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Writes an object when `condition` holds. The check and the rename run
+   * under a lock file beside the object (`<file>.cas.tmp`), which every
+   * conditional write and delete of the key takes, in this or another process.
+   */
+  async putConditional(key: string, body: Buffer, condition: WriteCondition): Promise<{ etag: string }> {
+    const file = this.#pathOf(key, 'putConditional');
+    await this.#withConditionLock(key, file, async () => {
+      const current = await this.getVersioned(key);
+      checkCondition(condition, current?.etag, `putConditional ${key} in ${this.#root}`);
+      await this.put(key, body);
+    });
+    return { etag: etagOf(body) };
+  }
+
+  /** Deletes an object only while its entity tag is `etag`, under the same lock as putConditional. */
+  async deleteConditional(key: string, etag: string): Promise<void> {
+    const file = this.#pathOf(key, 'deleteConditional');
+    await this.#withConditionLock(key, file, async () => {
+      const current = await this.getVersioned(key);
+      if (current === undefined) return;
+      checkCondition({ ifMatch: etag }, current.etag, `deleteConditional ${key} in ${this.#root}`);
+      await this.delete([key]);
+    });
+  }
+
+  /** Returns no uploads, because the file replica writes no multipart uploads. */
+  async listMultipartUploads(_prefix: string): Promise<MultipartUploadInfo[]> {
+    return [];
+  }
+
+  /** Aborts nothing, because the file replica writes no multipart uploads. */
+  async abortMultipartUploads(_prefix: string): Promise<number> {
+    return 0;
+  }
+
   /** Does nothing, because the file replica keeps no handles open between calls. */
   async close(): Promise<void> {}
 
@@ -147,6 +212,46 @@ export class FileReplicaClient implements ReplicaClient {
       } catch (err) {
         if (errorCode(err) !== 'ENOENT' || attempt >= MAX_CREATE_ATTEMPTS) throw err;
       }
+    }
+  }
+
+  /**
+   * Runs `fn` while holding the lock file of one key. A lock file older than
+   * CONDITION_LOCK_STALE_AFTER belongs to a process that crashed inside the
+   * few file operations of a conditional write, and is removed.
+   */
+  async #withConditionLock(key: string, file: string, fn: () => Promise<void>): Promise<void> {
+    const lockFile = `${file}.cas.tmp`;
+    const content = `${process.pid} ${randomBytes(8).toString('hex')}\n`;
+    const deadline = Date.now() + CONDITION_LOCK_TIMEOUT;
+
+    for (;;) {
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      // A delete of the folder's last object may remove the folder after mkdir, so ENOENT means try again.
+      const created = await createExclusive(lockFile, content).catch((err: unknown) => {
+        if (errorCode(err) === 'ENOENT') return false;
+        throw this.#wrap('putConditional', key, err);
+      });
+      if (created) break;
+
+      const stale = await readIfOlder(lockFile, CONDITION_LOCK_STALE_AFTER);
+      if (stale !== undefined) {
+        await removeIfUnchanged(lockFile, stale);
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `conditional write of ${key} in ${this.#root} timed out after ${CONDITION_LOCK_TIMEOUT} ms waiting for ` +
+            `${lockFile}. Another process holds it. Delete it if no walship process uses this replica`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, CONDITION_LOCK_POLL));
+    }
+
+    try {
+      await fn();
+    } finally {
+      await removeIfUnchanged(lockFile, content).catch(() => undefined);
     }
   }
 
@@ -260,6 +365,33 @@ async function writeBody(handle: fs.FileHandle, body: Buffer | Readable): Promis
   for await (const chunk of body) {
     // FileHandle.writeFile writes all of the chunk from the current position.
     await handle.writeFile(chunk as Buffer | string);
+  }
+}
+
+/** Returns the entity tag of a single-part S3 object with these bytes: its quoted MD5. */
+function etagOf(body: Buffer): string {
+  return `"${createHash('md5').update(body).digest('hex')}"`;
+}
+
+/** Rejects with PRECONDITION_FAILED when an object with entity tag `current` (undefined: missing) fails `condition`. */
+function checkCondition(condition: WriteCondition, current: string | undefined, operation: string): void {
+  if ('ifNoneMatch' in condition) {
+    if (current === undefined) return;
+    throw new WalshipError('PRECONDITION_FAILED', `${operation}: precondition failed, the object already exists`);
+  }
+  if (current === condition.ifMatch) return;
+  const found = current === undefined ? 'the object does not exist' : `its entity tag is ${current}`;
+  throw new WalshipError('PRECONDITION_FAILED', `${operation}: precondition failed, expected entity tag ${condition.ifMatch} but ${found}`);
+}
+
+/** Returns a file's content when its modification time is older than `age` milliseconds, else undefined. */
+async function readIfOlder(file: string, age: number): Promise<string | undefined> {
+  try {
+    const stat = await fs.stat(file);
+    if (Date.now() - stat.mtimeMs <= age) return undefined;
+    return await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
   }
 }
 

@@ -3,12 +3,16 @@ import { Agent } from 'node:https';
 import { PassThrough, Readable } from 'node:stream';
 
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   type DeleteObjectsCommandInput,
   type DeleteObjectsCommandOutput,
   GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type S3ClientConfig as SdkClientConfig,
 } from '@aws-sdk/client-s3';
@@ -16,8 +20,16 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { BuildMiddleware } from '@smithy/types';
 
-import { WalshipError } from '../errors.js';
-import type { ListResult, ObjectInfo, ReplicaClient, S3ClientConfig } from './client.js';
+import { hasCode, WalshipError } from '../errors.js';
+import type {
+  ListResult,
+  MultipartUploadInfo,
+  ObjectInfo,
+  ReplicaClient,
+  S3ClientConfig,
+  VersionedObject,
+  WriteCondition,
+} from './client.js';
 
 const MIB = 1024 * 1024;
 
@@ -32,6 +44,9 @@ const QUEUE_SIZE = 4;
 
 /** Maximum keys that one DeleteObjects request accepts. */
 const DELETE_BATCH = 1000;
+
+/** Pages of ListMultipartUploads (1000 uploads each) that one listing follows at most. */
+const MAX_UPLOAD_PAGES = 1000;
 
 /** Single DeleteObject requests in flight when a store lacks DeleteObjects. */
 const SINGLE_DELETE_CONCURRENCY = 8;
@@ -164,6 +179,145 @@ export class S3ReplicaClient implements ReplicaClient {
     }
   }
 
+  /** Downloads a small object with its ETag, or returns undefined when it does not exist. */
+  async getVersioned(key: string): Promise<VersionedObject | undefined> {
+    const fullKey = this.#fullKey(key);
+    try {
+      const output = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: fullKey }));
+      if (output.Body === undefined) throw new Error('response has no body');
+      const bytes = await output.Body.transformToByteArray();
+      const etag = output.ETag ?? '';
+      return { body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), etag };
+    } catch (err) {
+      const wrapped = this.#wrap('GetObject', fullKey, err);
+      if (hasCode(wrapped, 'NOT_FOUND')) return undefined;
+      throw wrapped;
+    }
+  }
+
+  /**
+   * Uploads a small object in one PutObject with `If-None-Match: *` or
+   * `If-Match: <etag>`. A 412, a 409 ConditionalRequestConflict (AWS: a
+   * concurrent conditional write won) and a 404 on If-Match (AWS: no object to
+   * match) all reject with PRECONDITION_FAILED. A store that rejects the header
+   * with 501 makes this reject with CONDITIONAL_WRITES_UNSUPPORTED.
+   */
+  async putConditional(key: string, body: Buffer, condition: WriteCondition): Promise<{ etag: string }> {
+    const fullKey = this.#fullKey(key);
+    const header = 'ifNoneMatch' in condition ? 'If-None-Match: *' : `If-Match: ${condition.ifMatch}`;
+    const command = new PutObjectCommand({
+      Bucket: this.#bucket,
+      Key: fullKey,
+      Body: body,
+      IfNoneMatch: 'ifNoneMatch' in condition ? condition.ifNoneMatch : undefined,
+      IfMatch: 'ifMatch' in condition ? condition.ifMatch : undefined,
+    });
+
+    let output;
+    try {
+      output = await this.#s3.send(command);
+    } catch (err) {
+      throw this.#wrapConditional('PutObject', fullKey, header, err, 'ifMatch' in condition);
+    }
+    if (output.ETag !== undefined) return { etag: output.ETag };
+
+    // Some S3-compatible stores leave the ETag out of the PutObject response.
+    try {
+      const head = await this.#s3.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: fullKey }));
+      return { etag: head.ETag ?? '' };
+    } catch (err) {
+      throw this.#wrap('HeadObject', fullKey, err);
+    }
+  }
+
+  /**
+   * Deletes an object with `If-Match: <etag>`. AWS S3 checks the header. A
+   * store that rejects it with 501 gets a GetObject, a comparison of the ETag and
+   * an unconditional DeleteObject instead, which leaves a short window between
+   * the two. A store that ignores the header deletes unconditionally.
+   */
+  async deleteConditional(key: string, etag: string): Promise<void> {
+    const fullKey = this.#fullKey(key);
+    try {
+      await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: fullKey, IfMatch: etag }));
+      return;
+    } catch (err) {
+      if (isNotFound(err)) return;
+      const wrapped = this.#wrapConditional('DeleteObject', fullKey, `If-Match: ${etag}`, err, false);
+      if (!hasCode(wrapped, 'CONDITIONAL_WRITES_UNSUPPORTED')) throw wrapped;
+    }
+
+    const current = await this.getVersioned(key);
+    if (current === undefined) return;
+    if (current.etag !== etag) {
+      throw new WalshipError(
+        'PRECONDITION_FAILED',
+        `DeleteObject ${this.#url(fullKey)}: precondition failed, expected ETag ${etag} but found ${current.etag}`,
+      );
+    }
+    await this.#deleteOne(fullKey);
+  }
+
+  /** Lists the multipart uploads still open under the folder `prefix`, following every page. */
+  async listMultipartUploads(prefix: string): Promise<MultipartUploadInfo[]> {
+    const listPrefix = joinPrefix(this.#prefix, prefix.replace(/\/+$/, ''));
+    const uploads: MultipartUploadInfo[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+
+    // Each page moves the markers forward, and a page without them ends the loop.
+    for (let page = 0; page < MAX_UPLOAD_PAGES; page++) {
+      const command = new ListMultipartUploadsCommand({
+        Bucket: this.#bucket,
+        Prefix: listPrefix,
+        KeyMarker: keyMarker,
+        UploadIdMarker: uploadIdMarker,
+      });
+      let output;
+      try {
+        output = await this.#s3.send(command);
+      } catch (err) {
+        throw this.#wrap('ListMultipartUploads', listPrefix, err);
+      }
+
+      for (const upload of output.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined) continue;
+        uploads.push({
+          key: this.#relativeKey(upload.Key),
+          uploadId: upload.UploadId,
+          initiated: upload.Initiated ?? new Date(0),
+        });
+      }
+      if (output.IsTruncated !== true) return uploads;
+      if (output.NextKeyMarker === undefined && output.NextUploadIdMarker === undefined) {
+        throw new Error(`ListMultipartUploads ${this.#url(listPrefix)} failed: truncated page without markers`);
+      }
+      keyMarker = output.NextKeyMarker;
+      uploadIdMarker = output.NextUploadIdMarker;
+    }
+    throw new Error(`ListMultipartUploads ${this.#url(listPrefix)} failed: more than ${MAX_UPLOAD_PAGES} pages`);
+  }
+
+  /** Aborts every multipart upload still open under the folder `prefix`. An upload that ended meanwhile is skipped. */
+  async abortMultipartUploads(prefix: string): Promise<number> {
+    const uploads = await this.listMultipartUploads(prefix);
+    let aborted = 0;
+    for (const upload of uploads) {
+      const fullKey = this.#fullKey(upload.key);
+      try {
+        await this.#s3.send(
+          new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: upload.uploadId }),
+        );
+        aborted++;
+      } catch (err) {
+        // NoSuchUpload: the upload completed or was aborted after the listing.
+        if (errorName(err) === 'NoSuchUpload' || httpStatus(err) === 404) continue;
+        throw this.#wrap(`AbortMultipartUpload (upload id ${upload.uploadId})`, fullKey, err);
+      }
+    }
+    return aborted;
+  }
+
   /** Closes the SDK client's sockets. */
   async close(): Promise<void> {
     this.#s3.destroy();
@@ -265,6 +419,28 @@ export class S3ReplicaClient implements ReplicaClient {
 
   #url(fullKey: string): string {
     return `s3://${this.#bucket}/${fullKey}`;
+  }
+
+  /** Maps the failure of a conditional request to PRECONDITION_FAILED, CONDITIONAL_WRITES_UNSUPPORTED or a plain error. */
+  #wrapConditional(operation: string, fullKey: string, header: string, err: unknown, ifMatch: boolean): Error {
+    const detail = `${errorName(err)}: ${err instanceof Error ? err.message : String(err)}`;
+    const status = httpStatus(err);
+    const name = errorName(err);
+    if (status === 412 || name === 'PreconditionFailed' || status === 409 || (ifMatch && isNotFound(err))) {
+      return new WalshipError(
+        'PRECONDITION_FAILED',
+        `${operation} ${this.#url(fullKey)} with ${header}: precondition failed (${detail})`,
+        { cause: err },
+      );
+    }
+    if (isNotImplemented(err)) {
+      return new WalshipError(
+        'CONDITIONAL_WRITES_UNSUPPORTED',
+        `${operation} ${this.#url(fullKey)} with ${header}: the store does not implement conditional writes (${detail})`,
+        { cause: err },
+      );
+    }
+    return this.#wrap(operation, fullKey, err);
   }
 
   #wrap(operation: string, fullKey: string, err: unknown): Error {

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
@@ -35,6 +35,12 @@ export interface S3Server {
 export interface S3ServerOptions {
   /** Whether the server accepts DeleteObjects. Defaults to true. False rejects it with 501 NotImplemented. */
   deleteObjects?: boolean;
+  /**
+   * Whether PutObject and DeleteObject check If-None-Match and If-Match, as
+   * AWS S3, MinIO and R2 do. Defaults to true. False ignores both headers, as
+   * stock s3rver and some S3-compatible stores do.
+   */
+  conditionalWrites?: boolean;
 }
 
 /** Starts s3rver 3.7.1 on a free port of 127.0.0.1, silent, over a fresh temporary directory. */
@@ -53,6 +59,10 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
   // an entry placed before the router (the last entry) still takes effect.
   server.middleware.splice(server.middleware.length - 1, 0, listContinuationTokens);
   if (options.deleteObjects === false) server.middleware.splice(server.middleware.length - 1, 0, rejectDeleteObjects);
+  server.middleware.splice(server.middleware.length - 1, 0, multipartUploads(server.store, directory));
+  if (options.conditionalWrites !== false) {
+    server.middleware.splice(server.middleware.length - 1, 0, conditionalWrites(server.store));
+  }
 
   const address = await server.run();
   return {
@@ -109,6 +119,8 @@ interface StoreListResult {
 }
 
 interface FilesystemStore {
+  getBucket(bucket: string): Promise<unknown>;
+  getMetadata(bucket: string, key: string): Promise<{ etag: string }>;
   getResourcePath(bucket: string, key: string, resource: string): string;
   putBucket(bucket: string): Promise<unknown>;
   putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
@@ -116,9 +128,12 @@ interface FilesystemStore {
   putObject(object: S3rverObject): Promise<{ size: number; md5: string }>;
 }
 
-/** The parts of a Koa context that the continuation token middleware touches. */
+/** The parts of a Koa context that this module's middleware touches. */
 interface KoaContext {
   method: string;
+  /** Request path, still percent-encoded. */
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
   query: Record<string, string | string[] | undefined>;
   status: number;
   type: string;
@@ -136,6 +151,11 @@ interface S3rverInstance {
 }
 
 type S3rverConstructor = new (options: Record<string, unknown>) => S3rverInstance;
+
+/** s3rver's error class: thrown from a middleware, it becomes an S3 XML error body with its status. */
+type S3ErrorConstructor = new (code: string, message: string, detail?: Record<string, string>) => Error;
+
+const S3Error = createRequire(import.meta.url)('s3rver/lib/models/error') as S3ErrorConstructor;
 
 /** Truncation of the page that the current ListObjectsV2 request lists. */
 interface PageState {
@@ -190,6 +210,201 @@ const rejectDeleteObjects: KoaMiddleware = async (ctx, next) => {
     '<?xml version="1.0" encoding="UTF-8"?>\n' +
     '<Error><Code>NotImplemented</Code><Message>DeleteObjects is turned off on this test server</Message></Error>';
 };
+
+/** Splits a path-style request path into bucket and key. The key is '' for a bucket request. */
+function parsePath(ctx: KoaContext): { bucket: string; key: string } {
+  const [bucket = '', ...rest] = ctx.path.slice(1).split('/');
+  return { bucket: decodeURIComponent(bucket), key: rest.map(decodeURIComponent).join('/') };
+}
+
+/** Runs `fn` after every earlier call with the same name has finished, so that a check and its write are one step. */
+const keyLocks = new Map<string, Promise<void>>();
+
+async function withKeyLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const previous = keyLocks.get(name) ?? Promise.resolve();
+  let release!: () => void;
+  const current = new Promise<void>((resolve) => (release = resolve));
+  const tail = previous.then(() => current);
+  keyLocks.set(name, tail);
+  await previous;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (keyLocks.get(name) === tail) keyLocks.delete(name);
+  }
+}
+
+/** Reports whether an If-Match or If-None-Match value names this ETag: `*`, or a comma-separated list of tags. */
+function matchesEtag(header: string, etag: string): boolean {
+  const bare = (tag: string) => tag.trim().replace(/^W\//, '').replace(/"/g, '');
+  return header.split(',').some((tag) => tag.trim() === '*' || bare(tag) === bare(etag));
+}
+
+/**
+ * Checks If-None-Match and If-Match on PutObject and If-Match on DeleteObject
+ * as AWS S3 does, which s3rver 3.7.1 ignores. A PUT with `If-None-Match: *`
+ * on an existing key and a PUT or DELETE with an `If-Match` that differs get
+ * 412 PreconditionFailed. An `If-Match` on a missing key gets 404 NoSuchKey,
+ * as on AWS. The check and the write of one key run under one lock, so two
+ * conditional writes cannot both pass.
+ */
+function conditionalWrites(store: FilesystemStore): KoaMiddleware {
+  return async (ctx, next) => {
+    const ifNoneMatch = header(ctx, 'if-none-match');
+    const ifMatch = header(ctx, 'if-match');
+    const isObjectWrite = (ctx.method === 'PUT' || ctx.method === 'DELETE') && Object.keys(ctx.query).every((q) => q === 'x-id');
+    if (!isObjectWrite || (ifNoneMatch === undefined && ifMatch === undefined)) return next();
+
+    const { bucket, key } = parsePath(ctx);
+    if (key === '') return next();
+    await withKeyLock(`${bucket}/${key}`, async () => {
+      const etag = await store.getMetadata(bucket, key).then(
+        (metadata) => metadata.etag,
+        () => undefined,
+      );
+
+      if (ctx.method === 'PUT' && ifNoneMatch !== undefined && etag !== undefined && matchesEtag(ifNoneMatch, etag)) {
+        throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', {
+          Condition: 'If-None-Match',
+        });
+      }
+      if (ifMatch !== undefined && etag === undefined) {
+        throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+      }
+      if (ifMatch !== undefined && etag !== undefined && !matchesEtag(ifMatch, etag)) {
+        throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', {
+          Condition: 'If-Match',
+        });
+      }
+      await next();
+    });
+  };
+}
+
+function header(ctx: KoaContext, name: string): string | undefined {
+  const value = ctx.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** Upload ids that s3rver 3.7.1 issues: 32 hex digits. Anything else cannot name an upload folder. */
+const UPLOAD_ID_RE = /^[0-9a-f]{32}$/;
+
+/** One multipart upload in s3rver's store folder `<bucket>/._S3rver_uploads/<upload id>/`. */
+interface StoredUpload {
+  key: string;
+  uploadId: string;
+  initiated: Date;
+}
+
+/**
+ * Adds AbortMultipartUpload (`DELETE /<bucket>/<key>?uploadId=`) and
+ * ListMultipartUploads (`GET /<bucket>?uploads`), for which s3rver 3.7.1
+ * returns MethodNotAllowed and NotImplemented, on top of the folder where
+ * s3rver keeps an upload's key, metadata and parts until it completes. Part
+ * uploads and completions of an aborted upload get 404 NoSuchUpload.
+ */
+function multipartUploads(store: FilesystemStore, directory: string): KoaMiddleware {
+  return async (ctx, next) => {
+    const uploadId = ctx.query['uploadId'];
+    if (ctx.method === 'GET' && 'uploads' in ctx.query) return listUploads(ctx, store, directory);
+    if (typeof uploadId !== 'string') return next();
+
+    const { bucket, key } = parsePath(ctx);
+    const upload = await readUpload(directory, bucket, uploadId);
+    if (upload === undefined || upload.key !== key) {
+      throw new S3Error(
+        'NoSuchUpload',
+        'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+        { UploadId: uploadId },
+      );
+    }
+    if (ctx.method !== 'DELETE') return next();
+
+    await rm(uploadFolder(directory, bucket, uploadId), { recursive: true, force: true });
+    ctx.status = 204;
+    ctx.body = '';
+  };
+}
+
+function uploadFolder(directory: string, bucket: string, uploadId: string): string {
+  return path.join(directory, bucket, '._S3rver_uploads', uploadId);
+}
+
+/** Reads one stored upload, or returns undefined when its folder or key file is missing. */
+async function readUpload(directory: string, bucket: string, uploadId: string): Promise<StoredUpload | undefined> {
+  if (!UPLOAD_ID_RE.test(uploadId)) return undefined;
+  const keyFile = path.join(uploadFolder(directory, bucket, uploadId), 'key');
+  try {
+    const [key, info] = await Promise.all([readFile(keyFile, 'utf8'), stat(keyFile)]);
+    return { key, uploadId, initiated: info.mtime };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Responds to ListMultipartUploads with `prefix`, `key-marker`, `upload-id-marker` and `max-uploads`, ordered by key and upload id. */
+async function listUploads(ctx: KoaContext, store: FilesystemStore, directory: string): Promise<void> {
+  const { bucket } = parsePath(ctx);
+  if (!(await store.getBucket(bucket))) {
+    throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: bucket });
+  }
+  const text = (name: string) => (typeof ctx.query[name] === 'string' ? (ctx.query[name] as string) : '');
+  const prefix = text('prefix');
+  const keyMarker = text('key-marker');
+  const uploadIdMarker = text('upload-id-marker');
+  const maxUploads = Math.min(1000, Math.max(0, Number(text('max-uploads') || 1000)));
+
+  // Collect every upload under the prefix past the markers, in key and upload id order.
+  const ids = await readdir(path.join(directory, bucket, '._S3rver_uploads')).catch(() => [] as string[]);
+  const uploads: StoredUpload[] = [];
+  for (const id of ids) {
+    const upload = await readUpload(directory, bucket, id);
+    if (upload === undefined || !upload.key.startsWith(prefix)) continue;
+    const pastMarker = upload.key > keyMarker || (upload.key === keyMarker && uploadIdMarker !== '' && id > uploadIdMarker);
+    if (keyMarker === '' || pastMarker) uploads.push(upload);
+  }
+  uploads.sort((a, b) => (a.key === b.key ? compareText(a.uploadId, b.uploadId) : compareText(a.key, b.key)));
+
+  const page = uploads.slice(0, maxUploads);
+  const truncated = uploads.length > page.length;
+  const last = page.at(-1);
+  const element = (name: string, value: string | number | boolean) => `<${name}>${escapeXml(String(value))}</${name}>`;
+  const body = [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+    element('Bucket', bucket),
+    element('KeyMarker', keyMarker),
+    element('UploadIdMarker', uploadIdMarker),
+    truncated && last ? element('NextKeyMarker', last.key) + element('NextUploadIdMarker', last.uploadId) : '',
+    element('Prefix', prefix),
+    element('MaxUploads', maxUploads),
+    element('IsTruncated', truncated),
+    ...page.map(
+      (u) =>
+        '<Upload>' +
+        element('Key', u.key) +
+        element('UploadId', u.uploadId) +
+        element('StorageClass', 'STANDARD') +
+        element('Initiated', u.initiated.toISOString()) +
+        '</Upload>',
+    ),
+    '</ListMultipartUploadsResult>',
+  ].join('');
+  ctx.status = 200;
+  ctx.type = 'application/xml';
+  ctx.body = body;
+}
+
+function compareText(a: string, b: string): number {
+  if (a < b) return -1;
+  return a > b ? 1 : 0;
+}
+
+function escapeXml(value: string): string {
+  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
 
 function decodeToken(token: string): string {
   const text = Buffer.from(token, 'base64').toString('utf8');
