@@ -40,11 +40,13 @@ const OTHER_TYPE_KEYS = ['account-name', 'account-key', 'host', 'user', 'passwor
 /**
  * Resolves one replica entry of a database. `dbName` is the sanitized
  * database name, used for the `databases/<name>` prefix of an s3 replica
- * given a bucket without a path.
+ * given a bucket without a path. It is undefined for a directory entry: a
+ * bucket without a path is then the bucket root, and each database of the
+ * directory adds `databases/<name>` itself.
  *
  * Throws WalshipError INVALID_INPUT naming the key, the replica and the database.
  */
-export function resolveReplica(fields: ConfigFields, dbName: string, defaults: ReplicaDefaults): ReplicaConfig {
+export function resolveReplica(fields: ConfigFields, dbName: string | undefined, defaults: ReplicaDefaults): ReplicaConfig {
   const type = replicaType(fields);
   const name = fields.string('name') ?? type;
 
@@ -128,7 +130,7 @@ function fileClient(fields: ConfigFields): FileClientConfig {
  * keys override what the URL gives, field by field. A bucket without a path
  * gets the prefix `databases/<name>`.
  */
-function s3Client(fields: ConfigFields, dbName: string, defaults: ReplicaDefaults): S3ClientConfig {
+function s3Client(fields: ConfigFields, dbName: string | undefined, defaults: ReplicaDefaults): S3ClientConfig {
   const url = fields.string('url');
   let client: S3ClientConfig;
 
@@ -140,7 +142,7 @@ function s3Client(fields: ConfigFields, dbName: string, defaults: ReplicaDefault
     if (bucket === undefined) throw fields.error('an s3 replica needs bucket: NAME (or url: s3://BUCKET/PATH)');
 
     // A trailing "/" adds nothing to a key prefix; any other irregular segment is rejected.
-    const prefix = fields.string('path')?.replace(/\/+$/, '') ?? databasePrefix(dbName);
+    const prefix = fields.string('path')?.replace(/\/+$/, '') ?? (dbName === undefined ? '' : databasePrefix(dbName));
     fields.within(() => validatePrefix(prefix, 'path'));
     client = { type: 's3', bucket, prefix };
   }

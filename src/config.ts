@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 
 import { ConfigFields } from './config-fields.js';
+import { isDirectoryEntry, resolveDirectory } from './config-directory.js';
 import { expandHome, resolveReplica } from './config-replica.js';
 import type { Env, ReplicaDefaults } from './config-replica.js';
 import { WalshipError } from './errors.js';
@@ -21,8 +22,20 @@ export { parseDuration } from './duration.js';
  */
 export interface Config {
   dbs: DatabaseConfig[];
+  /** `dbs:` entries that name a directory: every matching database file is replicated. Unset means none. */
+  dirs?: DirectoryConfig[];
   /** Address of the metrics and health server (`addr:` or `-addr`); unset means off. */
   addr?: string;
+  /** Bound of a graceful shutdown in ms (`shutdown-timeout`); unset means DEFAULTS.shutdownTimeout. */
+  shutdownTimeout?: number;
+  /** Path of the control socket (`control-socket`); `off` turns it off, unset means the default path. */
+  controlSocket?: string;
+  /** URL requested with GET after every database synced (`heartbeat-url`); unset means off. */
+  heartbeatUrl?: string;
+  /** Minimum time between heartbeat requests in ms (`heartbeat-interval`, at least 1 minute). */
+  heartbeatInterval?: number;
+  /** Command run as a child process beside replication (`exec`, or `-exec`). */
+  exec?: string;
   logLevel: string;
   logFormat: 'text' | 'json';
 }
@@ -45,6 +58,30 @@ export interface DatabaseConfig {
   maxCheckpointPageCount: number;
   /** How long walship's own SQLite statements wait for a lock. */
   busyTimeout: number;
+  /** Replication lag in ms past which health checks report the database (`max-lag`); unset means the health default. */
+  maxLag?: number;
+  replicas: ReplicaConfig[];
+}
+
+/** Settings of every database of a `dbs:` entry, apart from its path, name, meta path and replicas. */
+export type DatabaseSettings = Omit<DatabaseConfig, 'path' | 'name' | 'metaPath' | 'replicas'>;
+
+/**
+ * A `dbs:` entry that names a directory (`dir:` and `pattern:`). Every file
+ * in it whose name matches the pattern and that starts with the SQLite header
+ * is replicated under `databases/<name>/` of each replica location.
+ */
+export interface DirectoryConfig {
+  /** Absolute path of the directory. */
+  dir: string;
+  /** Glob matched against file names, e.g. `*.db`. */
+  pattern: string;
+  /** Whether sub-directories are searched too. */
+  recursive: boolean;
+  /** Directory holding one meta directory per database (`<metaPath>/<name>`); unset puts each next to its file. */
+  metaPath?: string;
+  settings: DatabaseSettings;
+  /** Replica locations; each database writes under `databases/<name>` of each. */
   replicas: ReplicaConfig[];
 }
 
@@ -77,7 +114,13 @@ export const DEFAULTS = Object.freeze({
   snapshotInterval: 0,
   logLevel: 'info',
   logFormat: 'text' as const,
+  // walship's own values: Litestream v0.3 has no shutdown bound, and v0.5 pings every 5 minutes.
+  shutdownTimeout: 10_000,
+  heartbeatInterval: 5 * 60_000,
 });
+
+/** Shortest `heartbeat-interval` accepted, so that a monitoring service is not flooded. */
+export const MIN_HEARTBEAT_INTERVAL = 60_000;
 
 /** Options of loadConfigFile and parseConfig. */
 export interface LoadConfigOptions {
@@ -93,7 +136,18 @@ export interface LoadConfigOptions {
 export const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error'];
 
 // Keys of the top level, of `logging:` and of a database entry.
-const TOP_KEYS = ['dbs', 'addr', 'access-key-id', 'secret-access-key', 'logging'];
+const TOP_KEYS = [
+  'dbs',
+  'addr',
+  'access-key-id',
+  'secret-access-key',
+  'logging',
+  'exec',
+  'shutdown-timeout',
+  'control-socket',
+  'heartbeat-url',
+  'heartbeat-interval',
+];
 const LOGGING_KEYS = ['level', 'type', 'stderr'];
 const DB_KEYS = [
   'path',
@@ -104,8 +158,12 @@ const DB_KEYS = [
   'min-checkpoint-page-count',
   'max-checkpoint-page-count',
   'busy-timeout',
+  'max-lag',
   'replicas',
   'replica',
+  'dir',
+  'pattern',
+  'recursive',
 ];
 
 /**
@@ -151,9 +209,6 @@ export function parseConfig(text: string, source: string, options: LoadConfigOpt
  */
 export function resolveConfig(raw: unknown, source: string, options: Pick<LoadConfigOptions, 'env' | 'logger'> = {}): Config {
   const top = new ConfigFields(raw, source);
-  if (top.written('exec')) {
-    throw top.error('exec (run a command beside replication) is not supported by walship; start the application separately and remove exec');
-  }
 
   const defaults = {
     accessKeyId: top.string('access-key-id'),
@@ -161,18 +216,61 @@ export function resolveConfig(raw: unknown, source: string, options: Pick<LoadCo
     env: options.env ?? process.env,
     logger: options.logger,
   };
-  const entries = top.list('dbs') ?? [];
-  const dbs = entries.map((entry, i) => resolveDatabase(entry, i, source, defaults));
+  const dbs: DatabaseConfig[] = [];
+  const dirs: DirectoryConfig[] = [];
+  for (const [i, entry] of (top.list('dbs') ?? []).entries()) {
+    if (isDirectoryEntry(entry)) dirs.push(resolveDirectory(entry, i, source, defaults));
+    else dbs.push(resolveDatabase(entry, i, source, defaults));
+  }
 
   const config: Config = { dbs, logLevel: DEFAULTS.logLevel, logFormat: DEFAULTS.logFormat };
-  const addr = top.string('addr');
-  if (addr !== undefined) config.addr = checkAddr(addr, top);
+  if (dirs.length > 0) config.dirs = dirs;
+  applyTopLevel(top, config);
   applyLogging(top.fields('logging', `${source}, logging`), config);
   top.rejectUnknown([], `; top-level keys are ${TOP_KEYS.join(', ')}`);
 
   top.within(() => checkDistinctDatabases(dbs));
   top.within(() => checkDistinctPrefixes(dbs));
   return config;
+}
+
+/** Applies `addr`, `exec`, `shutdown-timeout`, `control-socket` and the heartbeat keys. */
+function applyTopLevel(top: ConfigFields, config: Config): void {
+  const addr = top.string('addr');
+  if (addr !== undefined) config.addr = checkAddr(addr, top);
+
+  const exec = top.string('exec');
+  if (exec !== undefined) config.exec = exec;
+
+  const shutdownTimeout = top.duration('shutdown-timeout');
+  if (shutdownTimeout !== undefined) config.shutdownTimeout = shutdownTimeout;
+
+  const controlSocket = top.string('control-socket');
+  if (controlSocket !== undefined) config.controlSocket = controlSocket === 'off' ? controlSocket : path.resolve(expandHome(controlSocket));
+
+  const heartbeatUrl = top.string('heartbeat-url');
+  if (heartbeatUrl !== undefined) config.heartbeatUrl = checkHeartbeatUrl(heartbeatUrl, top);
+  const heartbeatInterval = top.duration('heartbeat-interval');
+  if (heartbeatInterval !== undefined) {
+    if (heartbeatInterval < MIN_HEARTBEAT_INTERVAL) {
+      throw top.error(`heartbeat-interval ${heartbeatInterval}ms is shorter than the minimum of 1m; use 1m or more`);
+    }
+    config.heartbeatInterval = heartbeatInterval;
+  }
+}
+
+/** Checks that a heartbeat URL is an absolute http or https URL. */
+function checkHeartbeatUrl(url: string, fields: ConfigFields): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw fields.error(`heartbeat-url ${JSON.stringify(url)} is not a URL; write it as https://host/path`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw fields.error(`heartbeat-url ${JSON.stringify(url)} must use http or https`);
+  }
+  return url;
 }
 
 /**
@@ -186,15 +284,18 @@ export function expandEnv(text: string, env: Env = process.env): string {
   });
 }
 
-/** Resolves one entry of `dbs:`. */
+/** Resolves one entry of `dbs:` that names a database file with `path:`. */
 function resolveDatabase(entry: unknown, index: number, source: string, defaults: ReplicaDefaults): DatabaseConfig {
   const unnamed = new ConfigFields(entry, `${source}, database ${index + 1}`);
   const rawPath = unnamed.string('path');
-  if (rawPath === undefined) throw unnamed.error('path is missing; give the database file as path: /data/app.db');
+  if (rawPath === undefined) throw unnamed.error('path is missing; give the database file as path: /data/app.db, or a directory as dir: /data with pattern: "*.db"');
 
   const dbPath = path.resolve(expandHome(rawPath));
   const fields = new ConfigFields(entry, `${source}, database ${dbPath}`);
   fields.string('path');
+  for (const key of ['pattern', 'recursive']) {
+    if (fields.written(key)) throw fields.error(`${key} applies only to a directory entry (dir:); remove it or replace path: with dir:`);
+  }
 
   const givenName = fields.stringAllowEmpty('name');
   const name = fields.within(() => (givenName === undefined ? nameFromPath(dbPath) : sanitizeName(givenName)));
@@ -204,11 +305,7 @@ function resolveDatabase(entry: unknown, index: number, source: string, defaults
     path: dbPath,
     name,
     metaPath: metaPath === undefined ? defaultMetaPath(dbPath) : path.resolve(expandHome(metaPath)),
-    monitorInterval: fields.duration('monitor-interval') ?? DEFAULTS.monitorInterval,
-    checkpointInterval: fields.duration('checkpoint-interval') ?? DEFAULTS.checkpointInterval,
-    minCheckpointPageCount: fields.integer('min-checkpoint-page-count', 1) ?? DEFAULTS.minCheckpointPageCount,
-    maxCheckpointPageCount: fields.integer('max-checkpoint-page-count', 0) ?? DEFAULTS.maxCheckpointPageCount,
-    busyTimeout: fields.duration('busy-timeout') ?? DEFAULTS.busyTimeout,
+    ...resolveDatabaseSettings(fields),
     replicas: resolveReplicas(fields, name, defaults),
   };
   fields.rejectUnknown([], `; database keys are ${DB_KEYS.join(', ')}`);
@@ -217,8 +314,26 @@ function resolveDatabase(entry: unknown, index: number, source: string, defaults
   return db;
 }
 
-/** Resolves `replicas:` (or Litestream v0.5's single `replica:`) and checks that names are unique. */
-function resolveReplicas(fields: ConfigFields, dbName: string, defaults: ReplicaDefaults): ReplicaConfig[] {
+/** Reads the intervals, thresholds and `max-lag` of a `dbs:` entry, with defaults. */
+export function resolveDatabaseSettings(fields: ConfigFields): DatabaseSettings {
+  const settings: DatabaseSettings = {
+    monitorInterval: fields.duration('monitor-interval') ?? DEFAULTS.monitorInterval,
+    checkpointInterval: fields.duration('checkpoint-interval') ?? DEFAULTS.checkpointInterval,
+    minCheckpointPageCount: fields.integer('min-checkpoint-page-count', 1) ?? DEFAULTS.minCheckpointPageCount,
+    maxCheckpointPageCount: fields.integer('max-checkpoint-page-count', 0) ?? DEFAULTS.maxCheckpointPageCount,
+    busyTimeout: fields.duration('busy-timeout') ?? DEFAULTS.busyTimeout,
+  };
+  const maxLag = fields.duration('max-lag');
+  if (maxLag !== undefined) settings.maxLag = maxLag;
+  return settings;
+}
+
+/**
+ * Resolves `replicas:` (or Litestream v0.5's single `replica:`) and checks that
+ * names are unique. `dbName` is undefined for a directory entry, whose replica
+ * locations are roots that each database extends.
+ */
+export function resolveReplicas(fields: ConfigFields, dbName: string | undefined, defaults: ReplicaDefaults): ReplicaConfig[] {
   if (fields.has('replicas') && fields.has('replica')) throw fields.error('set either replicas: (a list) or replica: (one), not both');
   const single = fields.raw('replica');
   const entries = single === undefined ? (fields.list('replicas') ?? []) : [single];

@@ -166,11 +166,13 @@ export class DB extends EventEmitter<DBEvents> {
   /**
    * Stops watching the WAL and runs a last sync. The shadow WAL and the
    * database file stay readable, so replicas can ship what was captured and
-   * take a snapshot if they still need one. `close` releases them.
+   * take a snapshot if they still need one. `close` releases them. With
+   * `sync: false` there is no last sync, for a database file that was deleted:
+   * a capture then could only start a new generation of nothing.
    */
-  async stopCapture(): Promise<void> {
+  async stopCapture(options: { sync?: boolean } = {}): Promise<void> {
     this.#stopMonitor();
-    await this.sync();
+    if (options.sync !== false) await this.sync();
     this.#captureStopped = true;
   }
 

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import os from 'node:os';
 
 import { describeError, hasCode, WalshipError } from './errors.js';
+import { isRunning } from './lock-file.js';
 import { leaseKey } from './keys.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { ReplicaClient, VersionedObject, WriteCondition } from './replica/client.js';
@@ -224,6 +225,13 @@ export class Lease extends EventEmitter {
       return undefined;
     }
     if (found.owner === this.owner) return found;
+
+    // A walship of this host that was killed cannot renew, and the restarted
+    // one should not wait for the lease to expire.
+    if (found.host === os.hostname() && !isRunning(found.pid)) {
+      this.#log.warn({ pid: found.pid, host: found.host }, 'lease of a walship process that no longer runs on this host, taking it over');
+      return found;
+    }
 
     const expires = Date.parse(found.expiresAt);
     if (expires > Date.now()) {

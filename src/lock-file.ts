@@ -277,7 +277,7 @@ async function staleReason(
 }
 
 /** Reports whether a process with this pid exists on this host. */
-function isRunning(pid: number): boolean {
+export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -56,7 +56,7 @@ export function silentLogger(): Logger {
 }
 
 /** Turns one pino JSON line into `time LEVEL message key=value ...`. */
-function toText(line: string): string {
+export function toText(line: string): string {
   let record: Record<string, unknown>;
   try {
     record = JSON.parse(line) as Record<string, unknown>;

@@ -103,6 +103,11 @@ export class ShipPool {
     throw new Error(result.error.message);
   }
 
+  /** Ends the worker threads at once; running uploads are cut off. */
+  async destroy(): Promise<void> {
+    await this.#pool.destroy();
+  }
+
   /** Waits for running tasks and stops the workers. */
   async close(): Promise<void> {
     await this.#pool.close();

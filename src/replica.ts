@@ -13,20 +13,21 @@ import type { ShipPool } from './pool.js';
 import { ZERO_POS, comparePos, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient } from './replica/client.js';
+import { Lease } from './lease.js';
 import { createReplicaClient } from './replica/create.js';
 import { instrumentClient } from './replica/instrumented-client.js';
 import type { ClientOperationReport } from './replica/instrumented-client.js';
 import { generationBounds, listGenerations, listSegments, listSnapshots } from './replica/listing.js';
 
 /** Largest WAL segment walship uploads; a longer run of frames becomes several segments. */
-export const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
+export const MAX_SEGMENT_BYTES = 8 * 1024 * 1024;
 
 /**
- * Segment uploads of one replica that run at once. When all are busy, frames
- * wait in the shadow WAL and the next segment takes more of them, so memory
- * stays at this many segments whatever the write rate.
+ * Segment uploads of one replica that run at once, per ship worker thread.
+ * When all are busy, frames wait in the shadow WAL and the next segment takes
+ * more of them, so memory stays at this many segments whatever the write rate.
  */
-export const MAX_UPLOADS_IN_FLIGHT = 4;
+export const UPLOADS_PER_THREAD = 2;
 
 // Backoff after a failed sync: doubles from 1 s up to 30 s.
 const MIN_BACKOFF_MS = 1000;
@@ -80,6 +81,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   #synced = false;
   #lastError: Error | undefined;
   #onChange = () => this.#wake();
+  #lease: Lease;
 
   constructor(db: DB, config: ReplicaConfig, pool: ShipPool, logger: Logger) {
     super();
@@ -92,6 +94,23 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     // The shipped-transaction line starts with db=, pre=, post= and elapsed=,
     // the fields operators grep for, so its replica field comes after them.
     this.#txLog = logger.child({ db: db.name });
+
+    // The lease keeps a second walship, on this host or another, from writing
+    // to the same replica location.
+    this.#lease = new Lease({ client: this.client, database: db.config.path, logger: this.log });
+    this.#lease.on('lost', (err: Error) => {
+      this.log.error({ err: describeError(err), pos: formatPos(this.#pos) }, 'replica lease lost: another process may be writing to this replica, shipping stopped until the lease is back');
+      // The other writer may have changed the replica: read the position again.
+      this.#pos = ZERO_POS;
+    });
+  }
+
+  /**
+   * Takes this replica's lease. Rejects with LEASE_HELD, naming the other
+   * owner, when another walship holds it.
+   */
+  async acquireLease(): Promise<void> {
+    await this.#lease.acquire();
   }
 
   /** End of what this replica has stored; the zero position until known. */
@@ -139,7 +158,18 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.db.off('generation', this.#onChange);
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
-    await this.sync();
+    try {
+      await this.sync();
+    } finally {
+      await this.#lease.release();
+      await this.client.close();
+    }
+  }
+
+  /** Releases the lease and the client without shipping; for a replica that never started. */
+  async close(): Promise<void> {
+    this.#stopped = true;
+    await this.#lease.release();
     await this.client.close();
   }
 
@@ -208,6 +238,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     for (;;) {
       const dbPos = this.db.pos();
       if (!dbPos.generation) return;
+      // Shipping without the lease could interleave with another writer's objects.
+      if (this.#lease.state !== 'held') await this.#lease.acquire();
       if (this.#pos.generation !== dbPos.generation) await this.#establish(dbPos.generation);
       if (this.#pos.generation !== this.db.pos().generation) continue;
       if (this.#trimNeeded) await this.#trimAfter(this.#pos);
@@ -229,7 +261,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
     for (;;) {
       // Start uploads until the window is full or the shadow WAL is exhausted.
-      while (!caughtUp && readError === undefined && inFlight.length < MAX_UPLOADS_IN_FLIGHT) {
+      while (!caughtUp && readError === undefined && inFlight.length < this.#pool.threads * UPLOADS_PER_THREAD) {
         let data: Buffer;
         try {
           data = this.db.readShadow(next, MAX_SEGMENT_BYTES);

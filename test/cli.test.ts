@@ -212,8 +212,8 @@ describe('cli replicate arguments', () => {
   test('missing database named', { skip: NO_REPLICATOR }, async () => {
     const dir = await freshDir('missing');
     const dbPath = path.join(dir, 'absent.db');
-    const result = await run(['replicate', dbPath, `file://${dir}/replica`]);
-    assertFailed(result, dbPath);
+    const result = await run(['replicate', '-once', dbPath, `file://${dir}/replica`]);
+    assertFailed(result, dbPath, 'database not shipped');
     assert.equal(existsSync(dbPath), false);
   });
 
@@ -221,7 +221,7 @@ describe('cli replicate arguments', () => {
     const dir = await freshDir('notsqlite');
     const dbPath = path.join(dir, 'notes.db');
     await fs.writeFile(dbPath, 'just some text\n');
-    const result = await run(['replicate', '-dsn', dbPath, '-bucket', 'b', '-endpoint', 'http://127.0.0.1:9']);
+    const result = await run(['replicate', '-once', '-dsn', dbPath, '-bucket', 'b', '-endpoint', 'http://127.0.0.1:9']);
     assertFailed(result, dbPath, 'SQLite');
     assert.equal(await fs.readFile(dbPath, 'utf8'), 'just some text\n');
   });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { directoryDatabase } from '../src/config-directory.js';
 import { DEFAULTS, expandEnv, loadConfigFile, parseConfig, resolveConfig } from '../src/config.js';
 import type { Config, LoadConfigOptions } from '../src/config.js';
 import { WalshipError } from '../src/errors.js';
@@ -362,8 +363,82 @@ describe('top level', () => {
     assertRejected('dbz: []\n', ['test.yml', '"dbz"']);
   });
 
-  test('exec rejected', () => {
-    assertRejected('exec: myapp serve\n', ['exec', 'not supported']);
+  test('exec accepted', () => {
+    assert.equal(parse('exec: myapp serve --port 8080\n').exec, 'myapp serve --port 8080');
+  });
+
+  test('daemon keys', () => {
+    const config = parse('shutdown-timeout: 3s\ncontrol-socket: /run/w.sock\nheartbeat-url: http://127.0.0.1:1/ping\nheartbeat-interval: 2m\n');
+    assert.equal(config.shutdownTimeout, 3000);
+    assert.equal(config.controlSocket, '/run/w.sock');
+    assert.equal(config.heartbeatUrl, 'http://127.0.0.1:1/ping');
+    assert.equal(config.heartbeatInterval, 120_000);
+    assert.equal(parse('control-socket: off\n').controlSocket, 'off');
+  });
+
+  test('daemon keys rejected', () => {
+    assertRejected('shutdown-timeout: soon\n', ['shutdown-timeout "soon"']);
+    assertRejected('heartbeat-interval: 30s\n', ['heartbeat-interval', 'minimum of 1m']);
+    assertRejected('heartbeat-url: ftp://127.0.0.1/x\n', ['heartbeat-url', 'http or https']);
+    assertRejected('heartbeat-url: not a url\n', ['heartbeat-url', 'not a URL']);
+  });
+});
+
+describe('directory entries', () => {
+  const dirEntry = (extra = '') =>
+    `dbs:\n  - dir: /data\n    pattern: "*.db"\n${extra}    replicas:\n      - type: s3\n        bucket: b\n      - name: backup\n        type: s3\n        bucket: b2\n        path: fleet\n      - name: local\n        path: /backups\n`;
+
+  test('resolved apart from files', () => {
+    const config = parse(dirEntry('    recursive: true\n    max-lag: 30s\n'));
+    assert.deepEqual(config.dbs, []);
+    const directory = config.dirs![0]!;
+    assert.equal(directory.dir, '/data');
+    assert.equal(directory.pattern, '*.db');
+    assert.equal(directory.recursive, true);
+    assert.equal(directory.settings.maxLag, 30_000);
+    assert.equal(directory.settings.monitorInterval, DEFAULTS.monitorInterval);
+    assert.deepEqual(
+      directory.replicas.map((r) => r.client),
+      [
+        { type: 's3', bucket: 'b', prefix: '' },
+        { type: 's3', bucket: 'b2', prefix: 'fleet' },
+        { type: 'file', root: '/backups' },
+      ],
+    );
+  });
+
+  test('database per file', () => {
+    const directory = parse(dirEntry('    recursive: true\n')).dirs![0]!;
+    const db = directoryDatabase(directory, '/data/tenants/Acme Corp.db');
+    assert.equal(db.name, 'tenants_acme_corp');
+    assert.equal(db.metaPath, '/data/tenants/.Acme Corp.db-walship');
+    assert.deepEqual(
+      db.replicas.map((r) => r.client),
+      [
+        { type: 's3', bucket: 'b', prefix: 'databases/tenants_acme_corp' },
+        { type: 's3', bucket: 'b2', prefix: 'fleet/databases/tenants_acme_corp' },
+        { type: 'file', root: '/backups/databases/tenants_acme_corp' },
+      ],
+    );
+  });
+
+  test('meta-path per database', () => {
+    const directory = parse(dirEntry('    meta-path: /var/lib/walship\n')).dirs![0]!;
+    assert.equal(directoryDatabase(directory, '/data/users.db').metaPath, '/var/lib/walship/users');
+  });
+
+  test('problems rejected', () => {
+    assertRejected('dbs:\n  - dir: /data\n', ['directory /data', 'pattern is missing']);
+    assertRejected('dbs:\n  - dir: /data\n    path: /data/a.db\n    pattern: "*.db"\n', ['either path', 'or dir']);
+    assertRejected('dbs:\n  - dir: /data\n    name: x\n    pattern: "*.db"\n', ['name: does not apply']);
+    assertRejected('dbs:\n  - dir: /data\n    pattern: "sub/*.db"\n', ['contains "/"']);
+    assertRejected('dbs:\n  - path: /data/a.db\n    pattern: "*.db"\n', ['pattern applies only to a directory']);
+    assertRejected('dbs:\n  - dir: /data\n    pattern: "*.db"\n    color: red\n', ['unknown key "color"']);
+  });
+
+  test('max-lag per database', () => {
+    assert.equal(parse(oneReplica('path: /r', 'max-lag: 1m')).dbs[0]!.maxLag, 60_000);
+    assert.equal(parse(oneReplica('path: /r')).dbs[0]!.maxLag, undefined);
   });
 });
 

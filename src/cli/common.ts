@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { LOG_LEVELS, loadConfigFile } from '../config.js';
 import type { Config } from '../config.js';
 import { WalshipError } from '../errors.js';
+import { RepeatLimiter } from '../log-repeat.js';
 import { createLogger } from '../logger.js';
 import type { LogFormat, Logger } from '../logger.js';
 
@@ -59,12 +60,24 @@ export function addLogFlags(command: Command): Command {
     .addOption(new Option('--log-format <format>', 'log line format on stderr (default: logging.type of the config, else text)').choices(['text', 'json']));
 }
 
-/** Creates the logger from flags, falling back to the config's logging settings. */
+// Rate limiters of the loggers made so far, flushed before the process exits.
+const limiters: RepeatLimiter[] = [];
+
+/**
+ * Creates the logger from flags, falling back to the config's logging
+ * settings. Repeated identical warnings and errors are shown once a minute
+ * with a count (see RepeatLimiter).
+ */
 export function makeLogger(flags: LogFlags, config?: Config): Logger {
-  return createLogger({
-    level: flags.logLevel ?? config?.logLevel ?? 'info',
-    format: flags.logFormat ?? config?.logFormat ?? 'text',
-  });
+  const limiter = new RepeatLimiter({ out: process.stderr, format: flags.logFormat ?? config?.logFormat ?? 'text' });
+  limiters.push(limiter);
+  // The limiter reads pino's JSON lines and writes the chosen format itself.
+  return createLogger({ level: flags.logLevel ?? config?.logLevel ?? 'info', format: 'json', destination: limiter });
+}
+
+/** Writes the counts of repeated log lines not yet reported; call it before the process exits. */
+export function flushLogs(): void {
+  for (const limiter of limiters) limiter.flush();
 }
 
 /**

@@ -3,6 +3,8 @@ import { Command } from 'commander';
 
 import { describeError } from '../errors.js';
 import { longFlagsOf, normalizeFlags } from './args.js';
+import { flushLogs } from './common.js';
+import { snapshotCommand, syncCommand } from './control.js';
 import { replicateCommand } from './replicate.js';
 import { restoreCommand } from './restore.js';
 import { versionCommand } from './version.js';
@@ -18,6 +20,8 @@ function createProgram(): Command {
     .description('Continuous replication of SQLite databases to S3 and local directories, in the Litestream v0.3 format.')
     .addCommand(replicateCommand())
     .addCommand(restoreCommand())
+    .addCommand(syncCommand())
+    .addCommand(snapshotCommand())
     .addCommand(versionCommand())
     .addHelpText(
       'after',
@@ -31,15 +35,21 @@ Durations use Go syntax: 500ms, 1s, 1h30m. Run "walship COMMAND --help" for a co
   return program;
 }
 
-/** Runs walship with command-line arguments and returns the exit code. */
+/**
+ * Runs walship with command-line arguments and returns the exit code: the
+ * code a command set in process.exitCode (`replicate -exec` passes on
+ * the application's status), else 0, or 1 after an error.
+ */
 async function main(argv: readonly string[]): Promise<number> {
   const program = createProgram();
   try {
     await program.parseAsync(normalizeFlags(argv, longFlagsOf(program)), { from: 'user' });
-    return 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     process.stderr.write(`error: ${describeError(err)}\n`);
     return 1;
+  } finally {
+    flushLogs();
   }
 }
 

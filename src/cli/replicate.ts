@@ -7,12 +7,18 @@ import type { Logger } from '../logger.js';
 import { urlScheme } from '../replica-url.js';
 import { addBucketFlags, addConfigFlags, addLogFlags, bucketReplica, DEFAULT_CONFIG_PATH, loadCliConfig, makeLogger, rejectFlags } from './common.js';
 import type { BucketFlags, ConfigFlags, LogFlags } from './common.js';
+import { runDaemon } from './daemon.js';
 import { readVersion } from './version.js';
 
 /** Flags of `walship replicate`. */
 interface ReplicateFlags extends ConfigFlags, LogFlags, BucketFlags {
   dsn?: string;
   syncInterval?: string;
+  once?: boolean;
+  exec?: string;
+  shutdownTimeout?: string;
+  addr?: string;
+  controlSocket?: string;
 }
 
 const FORMS = '-dsn PATH -bucket NAME, or DB_PATH REPLICA_URL...';
@@ -26,6 +32,12 @@ export function replicateCommand(): Command {
     .option('--dsn <path>', 'database file to replicate to -bucket');
   addBucketFlags(command);
   command.option('--sync-interval <duration>', 'with -dsn or replica URLs: how often new WAL is shipped, as a Go duration such as 500ms or 1m (default: 1s)');
+  command
+    .option('--once', 'ship every database once, then exit: 0 when all were shipped to every replica, 1 otherwise')
+    .option('--exec <command>', 'run the application as a child process, split into words like a shell (no shell features); exit with its status (overrides exec: of the config)')
+    .option('--shutdown-timeout <duration>', 'bound of the final sync after SIGINT or SIGTERM, as a Go duration (default: shutdown-timeout of the config, else 10s)')
+    .option('--addr <address>', 'serve /metrics, /healthz and /readyz on host:port, or :port for 127.0.0.1 (default: addr of the config, else off)')
+    .option('--control-socket <path>', 'Unix socket for walship sync and walship snapshot, or off (default: control-socket of the config, else $XDG_RUNTIME_DIR/walship.sock or /tmp/walship-<uid>.sock)');
   addConfigFlags(command);
   addLogFlags(command);
 
@@ -38,7 +50,16 @@ Forms:
   walship replicate DB_PATH REPLICA_URL...       one database to each replica URL, used as given
 
 The config file defaults to $WALSHIP_CONFIG, else ${DEFAULT_CONFIG_PATH}; it is read
-only when no database is given on the command line.`,
+only when no database is given on the command line.
+
+A database that is missing, locked or not SQLite is logged and retried (after 1 s,
+doubling up to 30 s) while the others replicate. SIGINT or SIGTERM ships what is
+committed and exits within -shutdown-timeout; a second signal exits at once.
+
+Exit status: 0 when everything committed was shipped; 1 when WAL was left unshipped at
+the shutdown timeout, a final sync failed, a second signal came, or with -once a
+database could not be shipped; with -exec, the application's status (128 + signal
+number when a signal ended it), or 1 when it exited 0 but WAL was left unshipped.`,
   );
 
   return command.action(async (args: string[], flags: ReplicateFlags) => {
@@ -46,14 +67,25 @@ only when no database is given on the command line.`,
   });
 }
 
-/** Resolves the config from flags or file, starts replication and waits for a signal to stop. */
+/** Resolves the config from flags or file, runs the daemon and sets the exit status. */
 async function replicate(args: string[], flags: ReplicateFlags): Promise<void> {
   const flagLogger = makeLogger(flags);
-  const config = await buildConfig(args, flags, flagLogger);
+  const config = applyDaemonFlags(await buildConfig(args, flags, flagLogger), flags);
   const logger = makeLogger(flags, config);
+  if (flags.once && config.exec !== undefined) throw new WalshipError('INVALID_INPUT', '-once cannot be combined with -exec or exec:; use one or the other');
 
-  logger.info({ version: readVersion(), dbs: config.dbs.length }, 'walship starting');
-  await runUntilSignal(config, logger);
+  logger.info({ version: readVersion(), dbs: config.dbs.length, dirs: config.dirs?.length ?? 0 }, 'walship starting');
+  process.exitCode = await runDaemon(config, logger, { once: flags.once === true });
+}
+
+/** Applies -exec, -shutdown-timeout, -addr and -control-socket over the config's values, with the config's checks. */
+function applyDaemonFlags(config: Config, flags: ReplicateFlags): Config {
+  const raw = { exec: flags.exec, 'shutdown-timeout': flags.shutdownTimeout, addr: flags.addr, 'control-socket': flags.controlSocket };
+  const fromFlags = resolveConfig(raw, 'command line');
+  for (const key of ['exec', 'shutdownTimeout', 'addr', 'controlSocket'] as const) {
+    if (fromFlags[key] !== undefined) Object.assign(config, { [key]: fromFlags[key] });
+  }
+  return config;
 }
 
 /** Builds the config of one of the three forms of the command. */
@@ -63,7 +95,7 @@ async function buildConfig(args: string[], flags: ReplicateFlags, logger: Logger
 
   rejectFlags(flags, ['db-name', 'endpoint', 'region', 'force-path-style', 'sync-interval'], `apply only with ${FORMS}; set them in the config file instead`);
   const { config, file } = await loadCliConfig(flags, logger, `give a database as ${FORMS}`);
-  if (config.dbs.length === 0) {
+  if (config.dbs.length === 0 && (config.dirs?.length ?? 0) === 0) {
     throw new WalshipError('INVALID_INPUT', `config file ${file} lists no databases; add an entry under dbs:`);
   }
   return config;
@@ -103,43 +135,4 @@ function configFromUrls(args: string[], flags: ReplicateFlags, logger: Logger): 
     'sync-interval': flags.syncInterval,
   }));
   return resolveConfig({ dbs: [{ path: dbPath, name: flags.dbName, replicas }] }, 'command line', { logger });
-}
-
-/**
- * Starts replication and stops it on SIGINT or SIGTERM with a final sync. A
- * second signal exits at once, without the final sync.
- */
-async function runUntilSignal(config: Config, logger: Logger): Promise<void> {
-  // The replicator pulls in SQLite, the worker pool and the AWS SDK, so it is
-  // loaded only once the arguments are known to be valid.
-  const { Replicator } = await import('../replicator.js');
-  const replicator = new Replicator(config, { logger });
-
-  let received: NodeJS.Signals | undefined;
-  let wake = (): void => {};
-  const signalled = new Promise<void>((resolve) => (wake = resolve));
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (received !== undefined) {
-      logger.warn({ signal }, 'second signal received, exiting without a final sync');
-      process.exit(1);
-    }
-    received = signal;
-    logger.info({ signal }, 'signal received, stopping replication');
-    wake();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-
-  await replicator.start();
-  logger.info({ dbs: config.dbs.map((db) => db.name).join(',') }, 'replication started');
-
-  // The replicator's timers and watchers do not hold the event loop open, so
-  // without this timer the process would exit while waiting for a signal.
-  const keepAlive = setInterval(() => {}, 3_600_000);
-  await signalled;
-  clearInterval(keepAlive);
-
-  const started = Date.now();
-  await replicator.stop();
-  logger.info({ elapsed: `${Date.now() - started}ms` }, 'replication stopped');
 }
