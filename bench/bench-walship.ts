@@ -152,7 +152,7 @@ export class WalshipProcess extends EventEmitter<{ line: [] }> {
   /** Starts walship on the databases and waits until it logged `replication started`. */
   static async start(options: WalshipOptions, startTimeoutMs: number): Promise<WalshipProcess> {
     const configPath = writeConfig(options);
-    const child = spawn(process.execPath, [CLI_SCRIPT, 'replicate', '-config', configPath], {
+    const child = spawn(process.execPath, [CLI_SCRIPT, 'replicate', '-control-socket', 'off', '-config', configPath], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     });

@@ -18,6 +18,9 @@ const MAGIC = 0x184d2204;
 const SKIPPABLE_MIN = 0x184d2a50;
 const SKIPPABLE_MAX = 0x184d2a5f;
 const UNCOMPRESSED_BIT = 0x80000000;
+
+/** Largest skippable frame payload LZ4FrameReader hands out; larger ones are skipped unread. */
+export const SKIPPABLE_PAYLOAD_MAX = 1024 * 1024;
 const BLOCK_MAX_SIZES: Record<number, number> = { 4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20 };
 
 // FLG 0x64: version 01, independent blocks, content checksum. BD 0x70: 4 MiB blocks.
@@ -148,13 +151,16 @@ export type FrameItem =
   /** A data block: LZ4-compressed, or stored as is when `uncompressed`. */
   | { kind: 'block'; data: Buffer; uncompressed: boolean }
   /** The end of the frame, with its stored content checksum when it has one. */
-  | { kind: 'end'; checksum: number | undefined };
+  | { kind: 'end'; checksum: number | undefined }
+  /** A skippable frame before the data frame: its magic number and payload, when at most SKIPPABLE_PAYLOAD_MAX bytes. */
+  | { kind: 'skippable'; magic: number; payload: Buffer };
 
 /**
  * Splits one LZ4 frame fed in arbitrary pieces into its blocks without
  * decompressing them, so that callers can decompress blocks elsewhere, in
  * worker threads for instance. Bytes after the first frame are ignored, as
- * Litestream's reader does, and skippable frames before it are skipped.
+ * Litestream's reader does. Skippable frames before it are returned as
+ * `skippable` items (or skipped unread when large), never decoded as data.
  */
 export class LZ4FrameReader {
   #hasher: Hasher;
@@ -163,6 +169,8 @@ export class LZ4FrameReader {
   #chunkBytes = 0;
   #state: 'magic' | 'skip' | 'descriptor' | 'block' | 'checksum' | 'done' = 'magic';
   #skip = 0;
+  #skipMagic = 0;
+  #skipParts: Buffer[] | undefined;
   #blockChecksum = false;
   #contentChecksum = false;
   #blockMax = BLOCK_SIZE;
@@ -218,6 +226,8 @@ export class LZ4FrameReader {
         if (magic >= SKIPPABLE_MIN && magic <= SKIPPABLE_MAX) {
           if (!this.#need(8)) return false;
           this.#skip = this.#buf.readUInt32LE(4);
+          this.#skipMagic = magic;
+          this.#skipParts = this.#skip <= SKIPPABLE_PAYLOAD_MAX ? [] : undefined;
           this.#consume(8);
           this.#state = 'skip';
           return true;
@@ -230,9 +240,13 @@ export class LZ4FrameReader {
       case 'skip': {
         this.#need(Math.min(this.#skip, this.#buf.length + this.#chunkBytes));
         const n = Math.min(this.#skip, this.#buf.length);
+        // A copy, because #buf is a view of pieces that later pushes release.
+        this.#skipParts?.push(Buffer.from(this.#buf.subarray(0, n)));
         this.#consume(n);
         this.#skip -= n;
         if (this.#skip > 0) return false;
+        if (this.#skipParts !== undefined) out.push({ kind: 'skippable', magic: this.#skipMagic, payload: Buffer.concat(this.#skipParts) });
+        this.#skipParts = undefined;
         this.#state = 'magic';
         return true;
       }
@@ -358,6 +372,7 @@ export class LZ4FrameDecoder {
   push(input: Uint8Array): Buffer[] {
     const out: Buffer[] = [];
     for (const item of this.#reader.push(input)) {
+      if (item.kind === 'skippable') continue;
       if (item.kind === 'end') {
         this.#checksum.check(item.checksum);
         continue;
@@ -388,6 +403,15 @@ export function decodeBlock(data: Buffer, maxSize: number): Buffer {
   } catch (err) {
     throw new LZ4FrameError(`corrupt LZ4 block: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** Returns a skippable frame with magic `magic` (0x184d2a50 to 0x184d2a5f) around `payload`. */
+export function skippableFrame(magic: number, payload: Uint8Array): Buffer {
+  if (magic < SKIPPABLE_MIN || magic > SKIPPABLE_MAX) throw new RangeError(`0x${magic.toString(16)} is not a skippable frame magic number`);
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(magic, 0);
+  header.writeUInt32LE(payload.length, 4);
+  return Buffer.concat([header, payload]);
 }
 
 /** Decodes a whole LZ4 frame held in memory. */

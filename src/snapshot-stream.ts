@@ -81,16 +81,22 @@ export async function streamSnapshot<T>(
       await send(block);
     };
 
-    for (let offset = 0; offset < size; offset += BLOCK_SIZE) {
-      const raw = await readBlock(fd, offset, Math.min(BLOCK_SIZE, size - offset));
-      // The block moves to a worker, which empties `raw` here: read its length first.
-      const fileEnded = raw.length < BLOCK_SIZE;
+    // Blocks are read into shared memory that workers compress in place, and
+    // a slot is reused once its block is sent. Fresh buffers moved between
+    // threads are freed only by a later garbage collection, which let memory
+    // grow with the size of the database.
+    const window = pool.threads * 2;
+    const slots = Array.from({ length: window }, () => new Uint8Array(new SharedArrayBuffer(BLOCK_SIZE)));
+    let block = 0;
+    for (let offset = 0; offset < size; offset += BLOCK_SIZE, block++) {
+      const raw = await readBlock(fd, offset, Math.min(BLOCK_SIZE, size - offset), slots[block % window]!);
       hash.update(raw);
       const compressed = pool.compressBlock(raw);
       compressed.catch(() => undefined);
       pending.push(compressed);
-      while (pending.length >= pool.threads * 2) await sendOldest();
-      if (fileEnded) break;
+      // The oldest block is sent before its slot is read into again.
+      while (pending.length >= window) await sendOldest();
+      if (raw.length < BLOCK_SIZE) break;
     }
     while (pending.length > 0) await sendOldest();
 
@@ -113,18 +119,17 @@ export async function streamSnapshot<T>(
 }
 
 /**
- * Reads up to `length` bytes at `offset` into a buffer of its own, which can
- * move to a worker. A short result means the file ended.
+ * Reads up to `length` bytes at `offset` into `slot` and returns the part
+ * read. A short result means the file ended.
  */
-function readBlock(fd: number, offset: number, length: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(new ArrayBuffer(length));
+function readBlock(fd: number, offset: number, length: number, slot: Uint8Array): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     let total = 0;
     const step = (): void => {
-      fs.read(fd, buf, total, length - total, offset + total, (err, n) => {
+      fs.read(fd, slot, total, length - total, offset + total, (err, n) => {
         if (err) return reject(err);
         total += n;
-        if (n === 0 || total === length) resolve(total === length ? buf : buf.slice(0, total));
+        if (n === 0 || total === length) resolve(slot.subarray(0, total));
         else step();
       });
     };

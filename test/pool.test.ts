@@ -28,7 +28,8 @@ let pool: ShipPool;
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'walship-pool-'));
   server = await startS3Server();
-  pool = new ShipPool({ threads: 2 });
+  // Four threads: the parallel snapshot path needs one to upload and several to compress.
+  pool = new ShipPool({ threads: 4 });
 });
 
 after(async () => {
