@@ -160,7 +160,7 @@ describe('cli basics', () => {
   });
 
   test('unknown command named', async () => {
-    assertFailed(await run(['snapshots']), "'snapshots'");
+    assertFailed(await run(['compact']), "'compact'");
   });
 });
 

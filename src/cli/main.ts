@@ -5,9 +5,15 @@ import { describeError } from '../errors.js';
 import { longFlagsOf, normalizeFlags } from './args.js';
 import { flushLogs } from './common.js';
 import { snapshotCommand, syncCommand } from './control.js';
+import { databasesCommand } from './databases.js';
+import { generationsCommand } from './generations.js';
+import { lsCommand } from './ls.js';
 import { replicateCommand } from './replicate.js';
 import { restoreCommand } from './restore.js';
+import { snapshotsCommand } from './snapshots.js';
+import { verifyCommand } from './verify.js';
 import { versionCommand } from './version.js';
+import { walCommand } from './wal.js';
 
 // walship runs on Node.js 20 because better-sqlite3 12 does. The AWS SDK's
 // notice that later SDK versions need Node.js 22 would only be noise in every
@@ -22,6 +28,12 @@ function createProgram(): Command {
     .addCommand(restoreCommand())
     .addCommand(syncCommand())
     .addCommand(snapshotCommand())
+    .addCommand(databasesCommand())
+    .addCommand(generationsCommand())
+    .addCommand(snapshotsCommand())
+    .addCommand(walCommand())
+    .addCommand(lsCommand())
+    .addCommand(verifyCommand())
     .addCommand(versionCommand())
     .addHelpText(
       'after',

@@ -141,6 +141,96 @@ async function findBounds(client: ReplicaClient, generation: string): Promise<Ge
   return { createdAt: new Date(min), updatedAt: new Date(max) };
 }
 
+/** Storage use and newest activity of one database folder, `<name>/` under a client's root. */
+export interface DatabaseFolderInfo {
+  /** Folder name, without the trailing `/`. */
+  name: string;
+  /** Generation whose newest snapshot or WAL segment is the most recent; undefined when the folder has none. */
+  generation?: string;
+  /** Store time of that newest snapshot or WAL segment. */
+  updatedAt?: Date;
+  /** Objects under the folder at any depth, walship's own objects and unknown files included. */
+  objects: number;
+  /** Sum of the stored sizes of those objects, in bytes. */
+  bytes: number;
+}
+
+// Database folders whose contents are listed at once.
+const FOLDER_LISTINGS_IN_FLIGHT = 8;
+
+/**
+ * Lists the database folders directly under a client's root: each folder
+ * `<name>/` that contains `<name>/generations/`, sorted by name. Only
+ * delimiter listings are used, one for the root and one per folder.
+ */
+export async function listDatabaseFolders(client: ReplicaClient): Promise<string[]> {
+  const root = await client.list('', { delimiter: true });
+  const names = root.prefixes.map((prefix) => prefix.replace(/\/$/, ''));
+
+  const isDatabase = await mapLimited(names, FOLDER_LISTINGS_IN_FLIGHT, async (name) => {
+    const children = await client.list(folder(name), { delimiter: true });
+    return children.prefixes.includes(folder(generationsKey(name)));
+  });
+  return names.filter((_name, i) => isDatabase[i]).sort();
+}
+
+/**
+ * Lists every object under the folder `<name>/` and sums them up: object
+ * count, bytes stored, and the generation with the newest snapshot or WAL
+ * segment. On equal times the first generation in name order wins, as in
+ * findLatestGeneration.
+ */
+export async function describeDatabaseFolder(client: ReplicaClient, name: string): Promise<DatabaseFolderInfo> {
+  const listing = await client.list(folder(name));
+
+  const info: DatabaseFolderInfo = { name, objects: 0, bytes: 0 };
+  const newest = new Map<string, number>();
+  for (const object of listing.objects) {
+    info.objects++;
+    info.bytes += object.size;
+
+    const generation = generationOfKey(name, object.key);
+    if (generation !== undefined) newest.set(generation, Math.max(newest.get(generation) ?? -Infinity, object.lastModified.getTime()));
+  }
+
+  for (const generation of [...newest.keys()].sort()) {
+    const time = newest.get(generation)!;
+    if (info.updatedAt !== undefined && time <= info.updatedAt.getTime()) continue;
+    info.generation = generation;
+    info.updatedAt = new Date(time);
+  }
+  return info;
+}
+
+/** Returns the generation of a snapshot or WAL segment key under `prefix`, or undefined for any other key. */
+function generationOfKey(prefix: string, key: string): string | undefined {
+  const parts = key.split('/');
+  const generation = parts.at(-3);
+  const base = parts.at(-1)!;
+  if (generation === undefined || !isGeneration(generation)) return undefined;
+
+  // Rebuilding the key from its parsed parts rejects names in other places or with other spellings.
+  const index = parseSnapshotName(base);
+  if (index !== undefined && key === snapshotKey(prefix, generation, index)) return generation;
+  const segment = parseSegmentName(base);
+  if (segment !== undefined && key === segmentKey(prefix, generation, segment.index, segment.offset)) return generation;
+  return undefined;
+}
+
+/** Maps items with at most `limit` calls in flight, keeping the input order. */
+async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
 /** Turns a folder key into a listing prefix, so that `wal` does not also match `wal-old/`. */
 function folder(key: string): string {
   return `${key}/`;
