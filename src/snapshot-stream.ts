@@ -6,8 +6,8 @@ import { BLOCK_SIZE, frameHeader, frameTrailer, loadHasher } from './lz4.js';
 
 /**
  * The main thread's half of a parallel snapshot. The database file is read
- * in 4 MiB blocks; each block is compressed by a pool worker, several at once;
- * the compressed blocks go, in file order, through a MessagePort to the worker
+ * in 4 MiB blocks, and pool workers compress several blocks at once. The
+ * compressed blocks then go in file order through a MessagePort to the worker
  * that uploads the single LZ4 frame. The content checksum is computed here,
  * over the blocks in order, because xxh32 cannot be combined from parts.
  */
@@ -82,9 +82,8 @@ export async function streamSnapshot<T>(
     };
 
     // Blocks are read into shared memory that workers compress in place, and
-    // a slot is reused once its block is sent. Fresh buffers moved between
-    // threads are freed only by a later garbage collection, which let memory
-    // grow with the size of the database.
+    // a slot is reused once its block is sent, so no raw block is allocated
+    // or moved per block.
     const window = pool.threads * 2;
     const slots = Array.from({ length: window }, () => new Uint8Array(new SharedArrayBuffer(BLOCK_SIZE)));
     let block = 0;
