@@ -9,8 +9,11 @@ import { fileURLToPath } from 'node:url';
  */
 
 /** Workloads in the order they run. */
-export const WORKLOADS = ['small-tx', 'bulk', 'paced', 'snapshot', 'many'] as const;
+export const WORKLOADS = ['small-tx', 'bulk', 'paced', 'snapshot', 'many', 'fleet'] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
+
+/** Workloads of a run without BENCH_ONLY: fleet runs only when named, because it takes minutes of its own. */
+export const DEFAULT_WORKLOADS: readonly WorkloadName[] = WORKLOADS.filter((name) => name !== 'fleet');
 
 export const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -28,7 +31,7 @@ export interface BenchOptions {
   seconds: number;
   /** BENCH_SCALE: factor on the data sizes (the 1 GiB database, the 256 MiB bulk load). */
   scale: number;
-  /** BENCH_ONLY: the workloads to run. */
+  /** BENCH_ONLY: the workloads to run; unset means every workload but fleet. */
   only: WorkloadName[];
   /** BENCH_DIR: parent of the run's temporary directory. */
   workRoot: string;
@@ -36,6 +39,10 @@ export interface BenchOptions {
   resultsDir: string;
   /** Databases of the many workload. */
   manyDatabases: number;
+  /** BENCH_FLEET_DBS: databases of the fleet workload. */
+  fleetDatabases: number;
+  /** BENCH_FLEET_LOG: file that keeps walship's log lines of the fleet workload; unset keeps none. */
+  fleetLogPath?: string;
 }
 
 /** Reads the settings; throws a message naming the variable and its accepted values. */
@@ -43,7 +50,9 @@ export function readOptions(env: NodeJS.ProcessEnv): BenchOptions {
   const seconds = numberSetting(env, 'BENCH_SECONDS', DEFAULT_SECONDS, 5, MAX_SECONDS);
   const scale = numberSetting(env, 'BENCH_SCALE', 1, 0.01, 16);
 
-  let only: WorkloadName[] = [...WORKLOADS];
+  const fleetDatabases = Math.round(numberSetting(env, 'BENCH_FLEET_DBS', 1000, 1, 10_000));
+
+  let only: WorkloadName[] = [...DEFAULT_WORKLOADS];
   const onlySetting = env.BENCH_ONLY?.trim();
   if (onlySetting) {
     const names = onlySetting.split(',').map((name) => name.trim());
@@ -57,7 +66,8 @@ export function readOptions(env: NodeJS.ProcessEnv): BenchOptions {
     throw new Error(`BENCH_DIR=${workRoot} is not a directory; point it at a folder on a disk with room for a few GiB`);
   }
   const resultsDir = fileURLToPath(new URL('../../bench/results', import.meta.url));
-  return { seconds, scale, only, workRoot, resultsDir, manyDatabases: 200 };
+  const fleetLog = env.BENCH_FLEET_LOG?.trim();
+  return { seconds, scale, only, workRoot, resultsDir, manyDatabases: 200, fleetDatabases, ...(fleetLog ? { fleetLogPath: path.resolve(fleetLog) } : {}) };
 }
 
 function numberSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 
 import { calibrate } from './bench-calibrate.js';
 import type { Calibration } from './bench-calibrate.js';
+import { runFleet } from './bench-fleet.js';
 import { runMany } from './bench-many.js';
 import { DiskGuard, formatGiB, freeBytes, readOptions } from './bench-options.js';
 import type { BenchOptions, WorkloadName } from './bench-options.js';
@@ -29,12 +30,15 @@ import { runBulk, runPaced, runSmallTx } from './bench-writes.js';
  * process on five workloads: small-tx, bulk, paced (sync-interval 1s and
  * 0), snapshot and many. It prints tables and writes
  * bench/results/<date>.json. Default runs took 233 to 303 s on a 2-core
- * machine.
+ * machine. The fleet workload (1,000 databases in one walship process, see
+ * bench-fleet.ts) runs only when named: `BENCH_ONLY=fleet npm run bench`.
  *
  * Environment:
  *   BENCH_SECONDS   length of the small-tx run; other phases scale with it (default 20)
  *   BENCH_SCALE     factor on the 1 GiB snapshot database and the 256 MiB bulk load (default 1)
- *   BENCH_ONLY      comma-separated workloads to run (default all)
+ *   BENCH_ONLY      comma-separated workloads to run (default all but fleet)
+ *   BENCH_FLEET_DBS databases of the fleet workload (default 1000)
+ *   BENCH_FLEET_LOG file that keeps walship's log lines of the fleet workload (default none)
  *   BENCH_DIR       parent folder of the temporary files (default the OS temp folder)
  *   S3_BUCKET       run against this bucket instead of a local s3rver
  *   S3_ENDPOINT     its endpoint, for MinIO and other S3-compatible stores (default AWS)
@@ -128,7 +132,7 @@ function describeCode(): Record<string, unknown> {
 
 /** Returns the command that reproduces the run: the settings given and the script. */
 function describeCommand(): string {
-  const names = ['BENCH_SECONDS', 'BENCH_SCALE', 'BENCH_ONLY', 'BENCH_DIR', 'S3_ENDPOINT', 'S3_BUCKET', 'S3_REGION', 'S3_FORCE_PATH_STYLE'];
+  const names = ['BENCH_SECONDS', 'BENCH_SCALE', 'BENCH_ONLY', 'BENCH_FLEET_DBS', 'BENCH_FLEET_LOG', 'BENCH_DIR', 'S3_ENDPOINT', 'S3_BUCKET', 'S3_REGION', 'S3_FORCE_PATH_STYLE'];
   const settings = names.filter((name) => process.env[name]).map((name) => `${name}=${process.env[name]}`);
   return [...settings, 'node dist/bench/run.js'].join(' ');
 }
@@ -146,6 +150,8 @@ function runWorkload(ctx: BenchContext, name: WorkloadName): Promise<WorkloadRes
       return runSnapshot(ctx).then((r) => [r]);
     case 'many':
       return runMany(ctx).then((r) => [r]);
+    case 'fleet':
+      return runFleet(ctx).then((r) => [r]);
   }
 }
 

@@ -1,7 +1,7 @@
 import os from 'node:os';
 
-import { DEFAULTS } from './config.js';
-import type { ReplicaConfig } from './config.js';
+import { DEFAULTS, RETENTION_MODES } from './config.js';
+import type { ReplicaConfig, RetentionMode } from './config.js';
 import type { ConfigFields } from './config-fields.js';
 import type { Logger } from './logger.js';
 import { databasePrefix, validatePrefix } from './naming.js';
@@ -25,7 +25,7 @@ export interface ReplicaDefaults {
 }
 
 // Keys of every replica entry, and the keys of s3 replicas on top.
-const COMMON_KEYS = ['type', 'name', 'url', 'path', 'sync-interval', 'retention', 'retention-check-interval', 'snapshot-interval'];
+const COMMON_KEYS = ['type', 'name', 'url', 'path', 'sync-interval', 'retention', 'retention-check-interval', 'retention-mode', 'snapshot-interval'];
 const S3_KEYS = ['bucket', 'region', 'endpoint', 'force-path-style', 'skip-verify', 'access-key-id', 'secret-access-key'];
 
 /**
@@ -60,7 +60,12 @@ export function resolveReplica(fields: ConfigFields, dbName: string | undefined,
     retention: fields.duration('retention') ?? DEFAULTS.retention,
     retentionCheckInterval: fields.duration('retention-check-interval') ?? DEFAULTS.retentionCheckInterval,
     snapshotInterval: fields.duration('snapshot-interval') ?? DEFAULTS.snapshotInterval,
+    retentionMode: retentionMode(fields),
   };
+  // A zero check interval would run retention without pause, so it is rejected with the key named.
+  if (replica.retention > 0 && replica.retentionCheckInterval === 0) {
+    throw fields.error('retention-check-interval is 0 while retention is on; use a positive duration, or set retention: 0 to keep everything');
+  }
 
   const validation = fields.duration('validation-interval');
   if (validation !== undefined && validation > 0) {
@@ -69,6 +74,16 @@ export function resolveReplica(fields: ConfigFields, dbName: string | undefined,
 
   fields.rejectUnknown(ACCEPTED_REPLICA_KEYS, `; replica keys are ${[...COMMON_KEYS, ...S3_KEYS].join(', ')}`);
   return replica;
+}
+
+/** Reads `retention-mode`: `delete` (the default) or `lifecycle`. */
+function retentionMode(fields: ConfigFields): RetentionMode {
+  const mode = fields.string('retention-mode')?.toLowerCase();
+  if (mode === undefined) return DEFAULTS.retentionMode;
+  if (!(RETENTION_MODES as readonly string[]).includes(mode)) {
+    throw fields.error(`retention-mode "${mode}" is not a retention mode; use delete, or lifecycle to leave deletion to a bucket lifecycle rule`);
+  }
+  return mode as RetentionMode;
 }
 
 /**

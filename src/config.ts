@@ -96,9 +96,21 @@ export interface ReplicaConfig {
   retention: number;
   /** How often retention runs. */
   retentionCheckInterval: number;
-  /** Time between periodic snapshots; 0 means only when a generation starts. */
+  /** Time between periodic snapshots; 0 means only when a generation starts and when retention needs one. */
   snapshotInterval: number;
+  /**
+   * Action of retention on objects it no longer needs: `delete` removes them,
+   * and `lifecycle` only logs the bucket lifecycle rule that would expire them.
+   * Unset means DEFAULTS.retentionMode.
+   */
+  retentionMode?: RetentionMode;
 }
+
+/** Retention modes of a replica (`retention-mode`). */
+export type RetentionMode = 'delete' | 'lifecycle';
+
+/** Values `retention-mode` accepts. */
+export const RETENTION_MODES: readonly RetentionMode[] = ['delete', 'lifecycle'];
 
 /** Default values, as Litestream v0.3 defines them unless noted. */
 export const DEFAULTS = Object.freeze({
@@ -112,6 +124,8 @@ export const DEFAULTS = Object.freeze({
   retention: 24 * 3600_000,
   retentionCheckInterval: 3600_000,
   snapshotInterval: 0,
+  // walship's own key: Litestream v0.3 always deletes.
+  retentionMode: 'delete' as RetentionMode,
   logLevel: 'info',
   logFormat: 'text' as const,
   // walship's own values: Litestream v0.3 has no shutdown bound, and v0.5 pings every 5 minutes.

@@ -526,6 +526,18 @@ export class DB extends EventEmitter<DBEvents> {
   }
 
   /**
+   * Checkpoints with `mode` now, under the coordinator mutex, so that no
+   * snapshot or generation change runs meanwhile. Returns undefined once
+   * capture has stopped or the database is closed.
+   */
+  checkpointNow(mode: CheckpointMode): Promise<CheckpointResult | undefined> {
+    return this.#coordinator.run(async () => {
+      if (this.#closed || this.#captureStopped) return undefined;
+      return this.checkpoint(mode);
+    });
+  }
+
+  /**
    * Checkpoints with `mode` while the coordinator mutex is held. Every committed
    * frame is in the fsynced shadow WAL before SQLite may overwrite it: walship
    * copies first, checkpoints, then copies again under the write lock and

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { segmentCommitTimes } from './commit-times.js';
 import type { ReplicaConfig } from './config.js';
 import type { DB } from './db.js';
 import { WalshipError, describeError, hasCode } from './errors.js';
@@ -18,6 +19,8 @@ import { createReplicaClient } from './replica/create.js';
 import { instrumentClient } from './replica/instrumented-client.js';
 import type { ClientOperationReport } from './replica/instrumented-client.js';
 import { generationBounds, listGenerations, listSegments, listSnapshots } from './replica/listing.js';
+import { RetentionSchedule } from './retention.js';
+import { SnapshotSchedule } from './snapshot-schedule.js';
 
 /** Largest WAL segment walship uploads; a longer run of frames becomes several segments. */
 export const MAX_SEGMENT_BYTES = 8 * 1024 * 1024;
@@ -36,7 +39,7 @@ const MAX_BACKOFF_MS = 30_000;
 /** Events a Replica emits. */
 export interface ReplicaEvents {
   /** A WAL segment is stored; `pos` is the new end of what the replica holds. */
-  shipped: [pre: Pos, pos: Pos, bytes: number];
+  shipped: [pre: Pos, pos: Pos, bytes: number, elapsedMs: number];
   snapshot: [generation: string, index: number, bytes: number];
   /** An object was stored: a WAL segment or a snapshot, with its sizes before and after compression. */
   upload: [kind: 'segment' | 'snapshot', rawBytes: number, storedBytes: number, elapsedMs: number];
@@ -82,6 +85,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   #lastError: Error | undefined;
   #onChange = () => this.#wake();
   #lease: Lease;
+  #snapshots: SnapshotSchedule;
+  #retention: RetentionSchedule;
 
   constructor(db: DB, config: ReplicaConfig, pool: ShipPool, logger: Logger) {
     super();
@@ -103,6 +108,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       // The other writer may have changed the replica: read the position again.
       this.#pos = ZERO_POS;
     });
+
+    this.#snapshots = new SnapshotSchedule(this);
+    this.#retention = new RetentionSchedule(this);
   }
 
   /**
@@ -111,6 +119,16 @@ export class Replica extends EventEmitter<ReplicaEvents> {
    */
   async acquireLease(): Promise<void> {
     await this.#lease.acquire();
+  }
+
+  /** True while this process holds the replica's lease. */
+  get leaseHeld(): boolean {
+    return this.#lease.state === 'held';
+  }
+
+  /** Generations retention must keep: the database's current one. */
+  protectedGenerations(): string[] {
+    return [this.db.pos().generation, this.#pos.generation].filter((g) => g !== '');
   }
 
   /** End of what this replica has stored; the zero position until known. */
@@ -143,15 +161,20 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     return at === undefined ? 0 : Math.max(0, now - at);
   }
 
-  /** Starts shipping on every captured change, at most once per sync interval. */
+  /**
+   * Starts shipping on every captured change, at most once per sync interval,
+   * and the snapshot and retention schedules.
+   */
   start(): void {
     this.#stopped = false;
     this.db.on('change', this.#onChange);
     this.db.on('generation', this.#onChange);
     this.#wake();
+    this.#snapshots.start();
+    this.#retention.start();
   }
 
-  /** Stops the schedule and ships what is captured one last time. */
+  /** Stops the schedules and ships what is captured one last time. */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.db.off('change', this.#onChange);
@@ -159,6 +182,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     try {
+      await Promise.all([this.#snapshots.stop(), this.#retention.stop()]);
       await this.sync();
     } finally {
       await this.#lease.release();
@@ -169,6 +193,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   /** Releases the lease and the client without shipping; for a replica that never started. */
   async close(): Promise<void> {
     this.#stopped = true;
+    await Promise.all([this.#snapshots.stop(), this.#retention.stop()]);
     await this.#lease.release();
     await this.client.close();
   }
@@ -306,7 +331,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     const key = segmentKey('', pre.generation, pre.index, pre.offset);
     const bytes = data.length;
     const post = { generation: pre.generation, index: pre.index, offset: pre.offset + bytes };
-    const done = this.#pool.putSegment({ client: this.config.client, key, data }).then((stats) => {
+    // Computed before the data moves to the worker thread.
+    const commitTimes = segmentCommitTimes(data, pre, this.db.pageSize, (pos) => this.db.capturedAt(pos));
+    const done = this.#pool.putSegment({ client: this.config.client, key, data, commitTimes }).then((stats) => {
       this.emit('upload', 'segment', stats.rawBytes, stats.storedBytes, stats.elapsedMs);
     });
     // The rejection is handled when the upload's turn comes.
@@ -322,7 +349,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       { pre: formatPos(upload.pre), post: formatPos(upload.post), elapsed: `${Date.now() - upload.started}ms`, replica: this.name, bytes: upload.bytes, key: upload.key },
       'new transaction:',
     );
-    this.emit('shipped', upload.pre, upload.post, upload.bytes);
+    this.emit('shipped', upload.pre, upload.post, upload.bytes, Date.now() - upload.started);
   }
 
   // Deletes the segments stored past `pos` in its generation. They are written
@@ -451,7 +478,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     await this.db.withSnapshot(async (source) => {
       const key = snapshotKey('', source.generation, source.index);
       const started = Date.now();
-      const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size });
+      const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, takenAt: Date.now() });
       if (!options.keepPosition) {
         this.#pos = { generation: source.generation, index: source.index, offset: 0 };
         this.#confirmed = this.#pos;

@@ -11,6 +11,7 @@ import type { ReplicaClient, ReplicaClientConfig } from './replica/client.js';
 import { createReplicaClient } from './replica/create.js';
 import { ShipPool } from './pool.js';
 import { applyWalIndexes, checkIntegrity, publish, removeTempFiles, writeSnapshot } from './restore/apply.js';
+import type { ApplyResult, DecodeProgress } from './restore/apply.js';
 import { planRestore } from './restore/plan.js';
 import type { RestorePlan } from './restore/plan.js';
 
@@ -27,6 +28,15 @@ export interface RestoreOptions {
   generation?: string;
   /** Last WAL index to apply. Defaults to the last index of the generation. */
   index?: number;
+  /**
+   * Point in time: restore the state after the last transaction committed at
+   * or before it. A time after the newest object restores the latest state;
+   * one before the first snapshot rejects with NOT_FOUND naming the earliest
+   * restorable time. Cannot be combined with `index`.
+   */
+  timestamp?: Date;
+  /** Called as downloads progress; see RestoreProgress. */
+  onProgress?: (progress: RestoreProgress) => void;
   /** WAL segment downloads in flight at once. Defaults to 8. */
   parallelism?: number;
   /** Defaults to a logger that drops everything. */
@@ -40,6 +50,17 @@ export interface RestoreOptions {
   pool?: ShipPool;
 }
 
+/** Download progress of a restore, in stored (compressed) bytes and objects. */
+export interface RestoreProgress {
+  bytesDone: number;
+  /** Stored size of the snapshot and every planned segment; a point-in-time restore may stop short of it. */
+  bytesTotal: number;
+  objectsDone: number;
+  objectsTotal: number;
+  /** True once the restore has finished downloading. */
+  done: boolean;
+}
+
 /** Outcome of a restore. */
 export interface RestoreResult {
   generation: string;
@@ -49,6 +70,8 @@ export interface RestoreResult {
   pos: Pos;
   /** Size of the restored database file in bytes. */
   bytes: number;
+  /** Capture time of the last transaction applied, when its segment recorded one. */
+  lastCommitAt?: Date;
 }
 
 /**
@@ -86,19 +109,21 @@ async function restoreFrom(
   const started = Date.now();
   const logger = options.logger;
 
-  const plan = await planRestore(client, { generation: options.generation, index: options.index });
+  const plan = await planRestore(client, { generation: options.generation, index: options.index, timestamp: options.timestamp });
   const { generation, snapshot } = plan;
   logger.info(
-    { location: client.location, generation, snapshot: formatIndex(snapshot.index), key: snapshot.key, indexes: plan.indexes.length },
+    { location: client.location, generation, snapshot: formatIndex(snapshot.index), key: snapshot.key, indexes: plan.indexes.length, timestamp: options.timestamp?.toISOString() },
     'restore started',
   );
   warnIfIndexBeyondEnd(plan, options.index, logger);
 
   const tmpPath = `${outputPath}.tmp-${randomBytes(4).toString('hex')}`;
-  let walPos: Pos | undefined;
+  const progress = trackProgress(plan, options.onProgress);
+  let applied: ApplyResult;
   try {
-    await writeSnapshot(client, snapshot, tmpPath, options.pool);
-    walPos = await applyWalIndexes(client, tmpPath, generation, plan.indexes, options);
+    await writeSnapshot(client, snapshot, tmpPath, options.pool, progress);
+    applied = await applyWalIndexes(client, tmpPath, generation, plan.indexes, { ...options, until: options.timestamp, progress });
+    progress.finish();
     checkIntegrity(tmpPath, generation);
     await publish(tmpPath, outputPath);
     // The output is in place; this only clears -wal or -shm files that SQLite left behind.
@@ -109,10 +134,42 @@ async function restoreFrom(
   }
 
   // A snapshot-only restore ends at the start of the snapshot's index.
-  const pos = walPos ?? { generation, index: snapshot.index, offset: 0 };
+  const pos = applied.pos ?? { generation, index: snapshot.index, offset: 0 };
   const bytes = (await fs.stat(outputPath)).size;
-  logger.info({ generation, pos: formatPos(pos), bytes, elapsed: `${Date.now() - started}ms` }, 'restore finished');
-  return { generation, snapshotIndex: snapshot.index, pos, bytes };
+  const lastCommitAt = applied.lastCommitAt;
+  logger.info({ generation, pos: formatPos(pos), bytes, lastCommitAt: lastCommitAt?.toISOString(), elapsed: `${Date.now() - started}ms` }, 'restore finished');
+  return { generation, snapshotIndex: snapshot.index, pos, bytes, ...(lastCommitAt ? { lastCommitAt } : {}) };
+}
+
+/**
+ * Counts downloaded bytes and objects against the plan's totals and reports
+ * them through `onProgress`. Without a callback it costs nothing.
+ */
+function trackProgress(plan: RestorePlan, onProgress: ((progress: RestoreProgress) => void) | undefined): DecodeProgress & { finish(): void } {
+  const segments = plan.indexes.flatMap((i) => i.segments);
+  const state: RestoreProgress = {
+    bytesDone: 0,
+    bytesTotal: plan.snapshot.size + segments.reduce((sum, s) => sum + s.size, 0),
+    objectsDone: 0,
+    objectsTotal: 1 + segments.length,
+    done: false,
+  };
+  const report = (): void => onProgress?.({ ...state });
+  report();
+  return {
+    bytes(count: number): void {
+      state.bytesDone += count;
+      report();
+    },
+    object(): void {
+      state.objectsDone++;
+      report();
+    },
+    finish(): void {
+      state.done = true;
+      report();
+    },
+  };
 }
 
 /**

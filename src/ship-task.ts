@@ -1,5 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 
+import type { CommitTime } from './commit-times.js';
 import type { ReplicaClientConfig } from './replica/client.js';
 
 /**
@@ -14,6 +15,12 @@ export interface PutSegmentTask {
   key: string;
   /** Raw segment bytes; the buffer is transferred, not copied. */
   data: Uint8Array;
+  /**
+   * Commit times of the segment's transactions, stored in a skippable frame
+   * in front of the data frame (see commit-times.ts). Unset stores the data
+   * frame alone, as Litestream does.
+   */
+  commitTimes?: CommitTime[];
 }
 
 /** Read the database file through `fd`, compress it as one frame and store it under `key`. */
@@ -24,6 +31,8 @@ export interface PutSnapshotTask {
   fd: number;
   /** Bytes to read from offset 0. */
   size: number;
+  /** When the snapshot began, ms since the Unix epoch; stored in front of the data frame. */
+  takenAt?: number;
 }
 
 /** Result of a ship task. */

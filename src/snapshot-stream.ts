@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { MessageChannel } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 
+import { encodeSnapshotTime } from './commit-times.js';
 import { BLOCK_SIZE, frameHeader, frameTrailer, loadHasher } from './lz4.js';
 
 /**
@@ -42,6 +43,7 @@ export async function streamSnapshot<T>(
   fd: number,
   size: number,
   startUpload: (port: MessagePort) => Promise<T>,
+  takenAt?: number,
 ): Promise<{ result: T; storedBytes: number }> {
   const { port1, port2 } = new MessageChannel();
   const upload = startUpload(port2);
@@ -70,6 +72,11 @@ export async function streamSnapshot<T>(
   let storedBytes = 0;
   try {
     const hash = (await loadHasher()).create32(0);
+    if (takenAt !== undefined) {
+      const time = new Uint8Array(encodeSnapshotTime(takenAt));
+      storedBytes += time.length;
+      await send(time);
+    }
     const header = new Uint8Array(frameHeader());
     storedBytes += header.length;
     await send(header);

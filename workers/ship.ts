@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 
 import { move } from 'piscina';
 
+import { encodeCommitTimes, encodeSnapshotTime } from '../src/commit-times.js';
 import { LZ4FrameEncoder, decodeBlock as decodeLz4Block, encodeBlock, encodeFrame, loadHasher } from '../src/lz4.js';
 import type { ReplicaClient, ReplicaClientConfig } from '../src/replica/client.js';
 import { createReplicaClient } from '../src/replica/create.js';
@@ -26,11 +27,15 @@ function clientFor(config: ReplicaClientConfig): ReplicaClient {
   return client;
 }
 
-/** Compresses a WAL segment into one LZ4 frame and stores it. */
+/**
+ * Compresses a WAL segment into one LZ4 frame and stores it, behind a
+ * skippable frame with its commit times when the task has them.
+ */
 export async function putSegment(task: PutSegmentTask): Promise<ShipResult> {
   const started = Date.now();
   try {
-    const body = await encodeFrame(task.data);
+    const frame = await encodeFrame(task.data);
+    const body = task.commitTimes === undefined ? frame : Buffer.concat([encodeCommitTimes(task.commitTimes), frame]);
     await clientFor(task.client).put(task.key, body);
     return { ok: true, rawBytes: task.data.length, storedBytes: body.length, elapsedMs: Date.now() - started };
   } catch (err) {
@@ -50,6 +55,11 @@ export async function putSnapshot(task: PutSnapshotTask): Promise<ShipResult> {
     let stored = 0;
     const body = Readable.from(
       (async function* () {
+        if (task.takenAt !== undefined) {
+          const frame = encodeSnapshotTime(task.takenAt);
+          stored += frame.length;
+          yield frame;
+        }
         for (let offset = 0; offset < task.size; offset += SNAPSHOT_READ_SIZE) {
           const length = Math.min(SNAPSHOT_READ_SIZE, task.size - offset);
           const chunk = Buffer.allocUnsafe(length);

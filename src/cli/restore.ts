@@ -19,6 +19,7 @@ interface RestoreFlags extends ConfigFlags, LogFlags, BucketFlags {
   output?: string;
   generation?: string;
   index?: string;
+  timestamp?: string;
   parallelism?: string;
   replica?: string;
   ifDbNotExists?: boolean;
@@ -44,6 +45,7 @@ export function restoreCommand(): Command {
     .option('-o, --output <path>', 'database file to create; it must not exist (default with DB_PATH: the database path)')
     .option('--generation <id>', 'generation to restore, 16 hex digits (default: the generation with the newest object)')
     .option('--index <hex>', 'last WAL index to apply, in hex, up to 7fffffff; needs -generation (default: the last one)')
+    .option('--timestamp <time>', 'restore the state after the last transaction committed at or before this RFC 3339 time, e.g. 2024-05-01T12:00:00Z')
     .option('--parallelism <n>', `WAL segment downloads in flight at once (default: ${DEFAULT_PARALLELISM})`)
     .option('--replica <name>', 'with DB_PATH: name of the replica to restore from (default: the first replica)')
     .option('--if-db-not-exists', 'exit 0 without restoring when the output file already exists')
@@ -57,7 +59,12 @@ export function restoreCommand(): Command {
     `
 A plain path is a database of the config file, as in Litestream; give a file
 replica as file:///DIR. With -bucket the replica is s3://NAME/databases/<db-name>,
-and -db-name defaults to the output file's name without its extension.`,
+and -db-name defaults to the output file's name without its extension.
+
+-timestamp uses the commit times walship stores with each WAL segment: a time
+is recorded when walship captures the commit, at most one sync after it. For
+replicas written by Litestream, whole WAL segments count by their upload time.
+A time after the newest backup restores the latest state.`,
   );
 
   return command.action(async (target: string | undefined, flags: RestoreFlags) => {
@@ -80,10 +87,30 @@ async function restoreDatabase(target: string | undefined, flags: RestoreFlags):
   // The restore module pulls in SQLite and the AWS SDK, so it is loaded only
   // once the arguments are known to be valid.
   const { restore } = await import('../restore.js');
+  const { progressDisplay } = await import('../restore/progress-bar.js');
+  const display = progressDisplay(process.stderr, logger.child({ db: resolved.dbName }));
   try {
-    const result = await restore({ client: resolved.replica.client, outputPath: resolved.outputPath, logger, dbName: resolved.dbName, ...options });
-    logger.info({ db: resolved.dbName, generation: result.generation, pos: formatPos(result.pos), bytes: result.bytes }, `restored ${resolved.outputPath}`);
+    const result = await restore({
+      client: resolved.replica.client,
+      outputPath: resolved.outputPath,
+      logger,
+      dbName: resolved.dbName,
+      onProgress: (progress) => display.update(progress),
+      ...options,
+    });
+    display.stop();
+    logger.info(
+      {
+        db: resolved.dbName,
+        generation: result.generation,
+        pos: formatPos(result.pos),
+        bytes: result.bytes,
+        lastCommitAt: result.lastCommitAt?.toISOString(),
+      },
+      `restored ${resolved.outputPath}`,
+    );
   } catch (err) {
+    display.stop();
     if (!hasCode(err, 'NO_GENERATION')) throw err;
     if (flags.ifReplicaExists) {
       process.stdout.write('no matching backups found\n');
@@ -94,8 +121,8 @@ async function restoreDatabase(target: string | undefined, flags: RestoreFlags):
   }
 }
 
-/** Parses -generation, -index and -parallelism. */
-function parseRestoreFlags(flags: RestoreFlags): { generation?: string; index?: number; parallelism: number } {
+/** Parses -generation, -index, -timestamp and -parallelism. */
+function parseRestoreFlags(flags: RestoreFlags): { generation?: string; index?: number; timestamp?: Date; parallelism: number } {
   if (flags.generation !== undefined && !isGeneration(flags.generation)) {
     throw new WalshipError('INVALID_INPUT', `-generation ${flags.generation} is not a generation; give its 16 lowercase hex digits`);
   }
@@ -109,11 +136,49 @@ function parseRestoreFlags(flags: RestoreFlags): { generation?: string; index?: 
     }
   }
 
+  let timestamp: Date | undefined;
+  if (flags.timestamp !== undefined) {
+    if (index !== undefined) throw new WalshipError('INVALID_INPUT', '-timestamp and -index both choose where to stop; give one of them');
+    timestamp = parseTimestamp(flags.timestamp);
+  }
+
   const parallelism = flags.parallelism === undefined ? DEFAULT_PARALLELISM : Number(flags.parallelism);
   if (!Number.isSafeInteger(parallelism) || parallelism < 1) {
     throw new WalshipError('INVALID_INPUT', `-parallelism ${flags.parallelism} must be a whole number of at least 1`);
   }
-  return { ...(flags.generation ? { generation: flags.generation } : {}), ...(index !== undefined ? { index } : {}), parallelism };
+  return {
+    ...(flags.generation ? { generation: flags.generation } : {}),
+    ...(index !== undefined ? { index } : {}),
+    ...(timestamp !== undefined ? { timestamp } : {}),
+    parallelism,
+  };
+}
+
+// RFC 3339: date, "T" (or "t" or a space, which RFC 3339 allows), time with
+// optional fraction, and a zone that is Z or a numeric offset.
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/**
+ * Parses an RFC 3339 time as Go's time.RFC3339Nano does for Litestream.
+ * Fractions finer than a millisecond are dropped, since store times and
+ * commit times are kept in milliseconds.
+ */
+export function parseTimestamp(text: string): Date {
+  const m = RFC3339.exec(text);
+  let time = NaN;
+  if (m !== null) {
+    const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+    // Date.parse would roll 2024-02-30 over into March, so fields are range-checked first.
+    const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+    if (month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59) {
+      const fraction = (m[7] ?? '').slice(0, 4);
+      time = Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${fraction}${m[8]!.toUpperCase()}`);
+    }
+  }
+  if (Number.isNaN(time)) {
+    throw new WalshipError('INVALID_INPUT', `-timestamp ${text} is not an RFC 3339 time; give one like 2024-05-01T12:00:00Z or 2024-05-01T14:00:00.5+02:00`);
+  }
+  return new Date(time);
 }
 
 /** Finds the replica to read and the output to write for the form of the command used. */

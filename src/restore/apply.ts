@@ -10,6 +10,8 @@ import type { Pos } from '../pos.js';
 import type { ShipPool } from '../pool.js';
 import type { ReplicaClient } from '../replica/client.js';
 import type { SnapshotInfo } from '../replica/listing.js';
+import { COMMIT_TIMES_MAGIC, decodeCommitTimes } from '../commit-times.js';
+import type { CommitTime } from '../commit-times.js';
 import { parseWalHeader, WAL_HEADER_SIZE } from '../wal.js';
 import { decodeObjectInto, fetchSegmentsInOrder, openObject } from './download.js';
 import type { FetchedSegment } from './download.js';
@@ -23,10 +25,19 @@ import type { WalIndexPlan } from './plan.js';
  */
 
 /** Decodes a snapshot into a new file at `dbPath` and returns the file's length. */
-export async function writeSnapshot(client: ReplicaClient, snapshot: SnapshotInfo, dbPath: string, pool?: ShipPool): Promise<number> {
+export async function writeSnapshot(
+  client: ReplicaClient,
+  snapshot: SnapshotInfo,
+  dbPath: string,
+  pool?: ShipPool,
+  progress?: DecodeProgress,
+): Promise<number> {
   const file = await fs.open(dbPath, 'wx');
   try {
-    return await decodeObjectInto(openObject(client, snapshot.key), file, snapshot.key, client.location, pool);
+    const hooks = progress ? { onBytes: progress.bytes } : {};
+    const length = await decodeObjectInto(openObject(client, snapshot.key), file, snapshot.key, client.location, pool, hooks);
+    progress?.object();
+    return length;
   } finally {
     await file.close();
   }
@@ -39,13 +50,36 @@ export interface ApplyOptions {
   logger: Logger;
   /** Worker pool for large blocks; without one, every block decompresses in this thread. */
   pool?: ShipPool;
+  /**
+   * Stop after the last transaction committed at or before this time. Segments
+   * with commit times (see commit-times.ts) are cut at a commit frame; others,
+   * as Litestream writes them, count whole by their store time.
+   */
+  until?: Date;
+  /** Called with stored bytes as they arrive, and once per finished segment. */
+  progress?: DecodeProgress;
+}
+
+/** Progress callbacks of a restore's downloads. */
+export interface DecodeProgress {
+  bytes(count: number): void;
+  object(): void;
+}
+
+/** End point of applying the WAL. */
+export interface ApplyResult {
+  /** Last WAL index applied and the length applied of it; undefined when no index was applied. */
+  pos: Pos | undefined;
+  /** Capture time of the last transaction applied, when its segment recorded one. */
+  lastCommitAt?: Date;
 }
 
 /**
  * Applies WAL indexes to the database at `dbPath` strictly in order and
- * returns the position reached: the last index and its decompressed length.
- * Each segment's offset must equal the decompressed length of the segments
- * before it in its index; a gap rejects with CORRUPT_REPLICA naming the key.
+ * returns the position reached: the last index and its decompressed length,
+ * or with `until` the end of the last transaction at or before it. Each
+ * segment's offset must equal the decompressed length of the segments before
+ * it in its index; a gap rejects with CORRUPT_REPLICA naming the key.
  */
 export async function applyWalIndexes(
   client: ReplicaClient,
@@ -53,35 +87,56 @@ export async function applyWalIndexes(
   generation: string,
   indexes: WalIndexPlan[],
   options: ApplyOptions,
-): Promise<Pos | undefined> {
+): Promise<ApplyResult> {
   const segments = indexes.flatMap((plan) => plan.segments);
   const fetched = fetchSegmentsInOrder(client, segments, options.parallelism);
 
-  let pos: Pos | undefined;
+  const result: ApplyResult = { pos: undefined };
   try {
     for (const plan of indexes) {
-      const length = await writeWalFile(`${dbPath}-wal`, plan, fetched, client.location, options.pool);
+      const written = await writeWalFile(`${dbPath}-wal`, plan, fetched, client.location, options);
       checkpointWal(dbPath, plan);
-      pos = { generation, index: plan.index, offset: length };
-      options.logger.debug({ generation, pos: formatPos(pos), bytes: length }, 'WAL index applied');
+      result.pos = { generation, index: plan.index, offset: written.length };
+      if (written.lastCommitAt !== undefined) result.lastCommitAt = written.lastCommitAt;
+      options.logger.debug({ generation, pos: formatPos(result.pos), bytes: written.length }, 'WAL index applied');
+      if (written.stopped) break;
     }
   } finally {
     await fetched.return(undefined);
   }
-  return pos;
+  return result;
 }
 
-/** Writes the decoded segments of one WAL index as the `-wal` file and returns its length. */
+/** Outcome of writing one WAL index. */
+interface WrittenIndex {
+  /** Bytes of the -wal file that SQLite applies. */
+  length: number;
+  /** True when a transaction after the target time was found, so later indexes are not applied. */
+  stopped: boolean;
+  lastCommitAt?: Date;
+}
+
+/**
+ * Writes the decoded segments of one WAL index as the `-wal` file. With a
+ * target time, the file is truncated just past the last commit frame at or
+ * before it, so SQLite's checkpoint applies nothing later.
+ */
 async function writeWalFile(
   walPath: string,
   plan: WalIndexPlan,
   fetched: AsyncGenerator<FetchedSegment>,
   location: string,
-  pool: ShipPool | undefined,
-): Promise<number> {
+  options: ApplyOptions,
+): Promise<WrittenIndex> {
   const file = await fs.open(walPath, 'w+');
+  const until = options.until?.getTime();
   try {
     let length = 0;
+    // End of the applied part: a commit boundary when cutting at a time.
+    let cut = 0;
+    let lastCommitAt: number | undefined;
+    let stopped = false;
+
     for (const expected of plan.segments) {
       const next = await fetched.next();
       if (next.done) throw new Error(`segment download ended before ${expected.key}`);
@@ -94,10 +149,47 @@ async function writeWalFile(
             `expected offset ${length} of index ${formatIndex(segment.index)}`,
         );
       }
-      length += await decodeObjectInto(body, file, segment.key, location, pool);
+      let times: CommitTime[] | undefined;
+      const hooks = {
+        onSkippable: (magic: number, payload: Buffer) => {
+          if (magic === COMMIT_TIMES_MAGIC) times = decodeCommitTimes(payload) ?? times;
+        },
+        ...(options.progress ? { onBytes: options.progress.bytes } : {}),
+      };
+      const decoded = await decodeObjectInto(body, file, segment.key, location, options.pool, hooks);
+      options.progress?.object();
       if (segment.offset === 0) await checkWalHeader(file, segment.key);
+      length += decoded;
+
+      if (until === undefined) {
+        cut = length;
+        continue;
+      }
+      if (times === undefined) {
+        // A segment without commit times: its store time is after all its
+        // commits, so it counts whole or not at all.
+        if (segment.createdAt.getTime() > until) stopped = true;
+        else cut = length;
+      } else {
+        for (const time of times) {
+          if (time.end > decoded) {
+            throw new WalshipError('CORRUPT_REPLICA', `commit time entry of ${segment.key} points to offset ${time.end}, past its ${decoded} bytes`);
+          }
+          if (time.at > until) {
+            stopped = true;
+            break;
+          }
+          cut = segment.offset + time.end;
+          lastCommitAt = time.at;
+        }
+      }
+      if (stopped) break;
     }
-    return length;
+
+    // Truncating at a commit boundary, before SQLite reads the file, keeps
+    // every later transaction out of the checkpoint.
+    if (cut < length) await file.truncate(cut);
+    return { length: cut, stopped, ...(lastCommitAt !== undefined ? { lastCommitAt: new Date(lastCommitAt) } : {}) };
   } finally {
     await file.close();
   }

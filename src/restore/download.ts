@@ -25,6 +25,14 @@ export interface FetchedSegment {
 
 type Prefetch = { ok: true; body: Buffer } | { ok: false; error: unknown };
 
+/** Callbacks of decodeObjectInto. */
+export interface DecodeHooks {
+  /** Called with each skippable frame in front of the data frame. */
+  onSkippable?: (magic: number, payload: Buffer) => void;
+  /** Called with the count of stored (compressed) bytes as they arrive, for progress. */
+  onBytes?: (bytes: number) => void;
+}
+
 /**
  * Decodes one LZ4-framed object into `file`, appending at the file's current
  * end, and returns the decoded length. With a pool, large blocks decompress in
@@ -32,7 +40,14 @@ type Prefetch = { ok: true; body: Buffer } | { ok: false; error: unknown };
  * in frame order. Errors name the object key: a bad content checksum rejects
  * with CHECKSUM_MISMATCH, a truncated or malformed frame with CORRUPT_REPLICA.
  */
-export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: string, location: string, pool?: ShipPool): Promise<number> {
+export async function decodeObjectInto(
+  body: ObjectBody,
+  file: FileHandle,
+  key: string,
+  location: string,
+  pool?: ShipPool,
+  hooks: DecodeHooks = {},
+): Promise<number> {
   const hasher = await loadHasher();
   const reader = new LZ4FrameReader(hasher);
   const checksum = new ContentChecksum(hasher);
@@ -52,6 +67,10 @@ export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: 
 
   const push = async (input: Uint8Array): Promise<void> => {
     for (const item of reader.push(input)) {
+      if (item.kind === 'skippable') {
+        hooks.onSkippable?.(item.magic, item.payload);
+        continue;
+      }
       if (item.kind === 'end') {
         stored = item.checksum;
         continue;
@@ -70,6 +89,7 @@ export async function decodeObjectInto(body: ObjectBody, file: FileHandle, key: 
     let batch: Uint8Array[] = [];
     let batchBytes = 0;
     for await (const piece of body) {
+      hooks.onBytes?.(piece.length);
       batch.push(piece);
       batchBytes += piece.length;
       if (batchBytes < FEED_SLICE) continue;
@@ -140,10 +160,22 @@ export async function* fetchSegmentsInOrder(
  * while the restore is stopping on another error is not an unhandled rejection.
  */
 function prefetch(client: ReplicaClient, key: string): Promise<Prefetch> {
-  return client.get(key).then(
+  return getWithRetry(client, key).then(
     (body): Prefetch => ({ ok: true, body }),
     (error: unknown): Prefetch => ({ ok: false, error }),
   );
+}
+
+/** Downloads a whole object, downloading it again after a connection failure. */
+async function getWithRetry(client: ReplicaClient, key: string): Promise<Buffer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.get(key);
+    } catch (err) {
+      if (attempt >= OBJECT_ATTEMPTS || !isTransient(err)) throw err;
+      await sleep(retryDelay(attempt));
+    }
+  }
 }
 
 /** Yields a prefetched body in slices, or raises its download error. */
@@ -155,14 +187,77 @@ async function* prefetchedBody(pending: Promise<Prefetch>): ObjectBody {
   }
 }
 
-/** Opens an object as a stream on first read and yields its chunks. */
+/**
+ * Opens an object as a stream on first read and yields its chunks. When the
+ * connection fails mid-body, the object is requested again and the bytes
+ * already yielded are skipped, so the reader sees one unbroken body and only
+ * this object is downloaded again, up to OBJECT_ATTEMPTS times.
+ */
 export async function* openObject(client: ReplicaClient, key: string): ObjectBody {
-  const stream = await client.getStream(key);
-  try {
-    for await (const chunk of stream) yield chunk as Uint8Array;
-  } finally {
-    stream.destroy();
+  let received = 0;
+  for (let attempt = 1; ; attempt++) {
+    let skip = received;
+    try {
+      const stream = await client.getStream(key);
+      try {
+        for await (const chunk of stream) {
+          let bytes = chunk as Uint8Array;
+          if (skip >= bytes.length) {
+            skip -= bytes.length;
+            continue;
+          }
+          bytes = bytes.subarray(skip);
+          skip = 0;
+          received += bytes.length;
+          yield bytes;
+        }
+      } finally {
+        stream.destroy();
+      }
+    } catch (err) {
+      if (attempt >= OBJECT_ATTEMPTS || !isTransient(err)) throw err;
+      await sleep(retryDelay(attempt));
+      continue;
+    }
+
+    // Objects of the replica layout never change under their key, so a
+    // shorter body on a later attempt means the object was replaced.
+    if (skip > 0) throw new Error(`object ${key} changed during the download: attempt ${attempt} ended before byte ${received}, which an earlier attempt had read`);
+    return;
   }
+}
+
+/**
+ * Attempts per object download, the first included. The S3 client's SDK
+ * already retries a request that fails before the body starts, and these
+ * attempts cover a failure while the body arrives.
+ */
+const OBJECT_ATTEMPTS = 5;
+
+/** Milliseconds before the next attempt: a random time up to 100 ms × 2^attempt (full jitter), at most 5 s. */
+function retryDelay(attempt: number): number {
+  return Math.floor(Math.random() * Math.min(5000, 100 * 2 ** attempt));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Node.js and SDK errors that a new connection can fix.
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET']);
+
+/** Reports whether a download failed on the connection or with a 5xx, walking the `cause` chain; a missing object or bad data is not. */
+function isTransient(err: unknown): boolean {
+  for (let current = err, depth = 0; current !== undefined && current !== null && depth < 10; depth++) {
+    if (current instanceof WalshipError) return false;
+    const fields = current as { code?: unknown; name?: unknown; message?: unknown; $metadata?: { httpStatusCode?: number }; cause?: unknown };
+    if (typeof fields.code === 'string' && TRANSIENT_CODES.has(fields.code)) return true;
+    if (fields.name === 'TimeoutError' || fields.message === 'aborted') return true;
+    const status = fields.$metadata?.httpStatusCode;
+    if (status !== undefined && (status >= 500 || status === 429)) return true;
+    current = fields.cause;
+  }
+  return false;
 }
 
 /** Wraps a download or decoding failure so that it names the object key. */
