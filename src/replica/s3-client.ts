@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Agent } from 'node:https';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Transform, pipeline } from 'node:stream';
 
 import {
   AbortMultipartUploadCommand,
@@ -18,7 +18,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import type { BuildMiddleware } from '@smithy/types';
+import type { BuildMiddleware, InitializeMiddleware, MetadataBearer } from '@smithy/types';
 
 import { hasCode, WalshipError } from '../errors.js';
 import type {
@@ -51,10 +51,37 @@ const MAX_UPLOAD_PAGES = 1000;
 /** Single DeleteObject requests in flight when a store lacks DeleteObjects. */
 const SINGLE_DELETE_CONCURRENCY = 8;
 
+/**
+ * Attempts per request, the first included. The SDK's standard retry strategy
+ * retries 5xx responses, throttling, timeouts and connection errors. Before
+ * each retry it waits a random time between 0 and base × 2^retry, at most
+ * 20 s (full jitter). In SDK 3.1178 the base is 50 ms, or 1 s after a
+ * throttling error. Four retries ride out a few seconds of a store's trouble,
+ * and the replica's own backoff takes over after that.
+ */
+const MAX_ATTEMPTS = 5;
+
+/** Milliseconds to establish a TCP (and TLS) connection before the attempt fails and is retried. */
+const CONNECTION_TIMEOUT_MS = 10_000;
+
+/**
+ * Milliseconds a socket may stay idle, with no byte sent or received, before
+ * the attempt fails with a TimeoutError and is retried. An idle limit rather
+ * than a limit on the whole request, because a large part on a slow link
+ * takes long while it keeps moving.
+ */
+const SOCKET_TIMEOUT_MS = 60_000;
+
 /** Options of S3ReplicaClient that are not part of the replica config. */
 export interface S3ReplicaClientOptions {
   /** Keys per ListObjectsV2 page (MaxKeys), 1 to 1000. Defaults to 1000. Tests lower it to exercise paging. */
   pageSize?: number;
+  /** Attempts per request, the first included. Defaults to 5. */
+  maxAttempts?: number;
+  /** Milliseconds to connect before an attempt fails. Defaults to 10 s. */
+  connectionTimeout?: number;
+  /** Milliseconds of socket inactivity before an attempt fails. Defaults to 60 s. */
+  socketTimeout?: number;
 }
 
 /**
@@ -72,6 +99,8 @@ export class S3ReplicaClient implements ReplicaClient {
   readonly #s3: S3Client;
   /** Set once the store rejects DeleteObjects as not implemented. */
   #singleDeletes = false;
+  /** Full keys whose CreateMultipartUpload needed more than one attempt, so an earlier attempt may have left an upload open. */
+  #retriedCreates = new Set<string>();
 
   constructor(config: S3ClientConfig, options: S3ReplicaClientOptions = {}) {
     this.#bucket = config.bucket;
@@ -87,24 +116,67 @@ export class S3ReplicaClient implements ReplicaClient {
           `Use an integer of at least ${MIN_PART_SIZE} bytes (5 MiB)`,
       );
     }
-    this.#s3 = new S3Client(sdkConfig(config, this.location));
+    this.#s3 = new S3Client(sdkConfig(config, this.location, options));
+    this.#s3.middlewareStack.add(this.#recordCommand, { step: 'initialize', name: 'walshipRecordCommand' });
   }
 
   /** Uploads an object. A Readable body streams with at most `QUEUE_SIZE` parts in memory. */
   async put(key: string, body: Buffer | Readable): Promise<void> {
     const fullKey = this.#fullKey(key);
+    let bytes = 0;
+    let counted: Buffer | Readable = body;
+    if (!Buffer.isBuffer(body)) {
+      const counter = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          bytes += chunk.length;
+          callback(null, chunk);
+        },
+      });
+      // pipeline passes a read error of the body on to the upload.
+      pipeline(body, counter, () => undefined);
+      counted = counter;
+    } else {
+      bytes = body.length;
+    }
+
     const upload = new Upload({
       client: this.#s3,
-      params: { Bucket: this.#bucket, Key: fullKey, Body: body },
+      params: { Bucket: this.#bucket, Key: fullKey, Body: counted },
       partSize: this.#partSize,
       queueSize: QUEUE_SIZE,
       leavePartsOnError: false,
     });
+    let failure: unknown;
     try {
       await upload.done();
     } catch (err) {
-      throw this.#wrap('PutObject', fullKey, err);
+      failure = err;
     }
+
+    // lib-storage aborts a multipart upload that fails, but the abort can fail
+    // too, and a CreateMultipartUpload whose response was lost and retried
+    // leaves the first upload open. Either way the open uploads of this key
+    // are aborted here, so that no parts stay stored and billed.
+    const retriedCreate = this.#retriedCreates.delete(fullKey);
+    if (failure !== undefined && (await this.#completedBeforeRetry(fullKey, bytes, failure))) failure = undefined;
+    if (failure !== undefined || retriedCreate) await this.#abortUploadsOf(fullKey).catch(() => undefined);
+    if (failure !== undefined) throw this.#wrap('PutObject', fullKey, failure);
+  }
+
+  /**
+   * Reports whether a CompleteMultipartUpload that failed with NoSuchUpload on
+   * a retry had completed on an earlier attempt whose response was lost.
+   * Some stores, the patched s3rver of the tests among them, reject such a
+   * retry that way. The object then exists with the uploaded length.
+   */
+  async #completedBeforeRetry(fullKey: string, bytes: number, err: unknown): Promise<boolean> {
+    const command = (err as { $command?: string }).$command;
+    const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+    if (command !== 'CompleteMultipartUpload' || errorName(err) !== 'NoSuchUpload' || attempts < 2) return false;
+    // NOTE: the length is the only check, because the multipart ETag is not
+    // known here. Keys of the replica layout are written with one content only.
+    const head = await this.#s3.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: fullKey })).catch(() => undefined);
+    return head?.ContentLength === bytes;
   }
 
   /** Downloads a whole object into memory. */
@@ -323,6 +395,40 @@ export class S3ReplicaClient implements ReplicaClient {
     this.#s3.destroy();
   }
 
+  /**
+   * Tags SDK errors with the command that failed and remembers retried
+   * CreateMultipartUpload requests. lib-storage runs several commands for
+   * one upload, and the SDK's error does not name its command.
+   */
+  readonly #recordCommand: InitializeMiddleware<object, MetadataBearer> = (next, context) => async (args) => {
+    try {
+      const result = await next(args);
+      const input = args.input as { Key?: string };
+      if (context.commandName === 'CreateMultipartUploadCommand' && (result.output.$metadata.attempts ?? 1) > 1 && input.Key !== undefined) {
+        this.#retriedCreates.add(input.Key);
+      }
+      return result;
+    } catch (err) {
+      if (err !== null && typeof err === 'object' && context.commandName !== undefined) {
+        (err as { $command?: string }).$command = context.commandName.replace(/Command$/, '');
+      }
+      throw err;
+    }
+  };
+
+  /** Aborts every open multipart upload of exactly this key. */
+  async #abortUploadsOf(fullKey: string): Promise<void> {
+    const output = await this.#s3.send(new ListMultipartUploadsCommand({ Bucket: this.#bucket, Prefix: fullKey }));
+    for (const upload of output.Uploads ?? []) {
+      if (upload.Key !== fullKey || upload.UploadId === undefined) continue;
+      await this.#s3
+        .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: upload.UploadId }))
+        .catch((err: unknown) => {
+          if (errorName(err) !== 'NoSuchUpload' && httpStatus(err) !== 404) throw err;
+        });
+    }
+  }
+
   async #getBody(fullKey: string) {
     try {
       const output = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: fullKey }));
@@ -451,14 +557,38 @@ export class S3ReplicaClient implements ReplicaClient {
         cause: err,
       });
     }
-    return new Error(`${operation} ${this.#url(fullKey)} failed: ${detail}`, { cause: err });
+
+    // lib-storage runs CreateMultipartUpload, UploadPart and the others under one PutObject.
+    const command = (err as { $command?: string } | undefined)?.$command;
+    const step = command !== undefined && command !== operation ? ` in ${command}` : '';
+    const attempts = (err as { $metadata?: { attempts?: number } } | undefined)?.$metadata?.attempts;
+    const tries = attempts !== undefined && attempts > 1 ? ` after ${attempts} attempts` : '';
+    return new Error(`${operation} ${this.#url(fullKey)} failed${step}${tries}: ${detail}${this.#hint(err)}`, { cause: err });
+  }
+
+  /** Returns what to do about an error that retrying cannot fix, or '' for the others. */
+  #hint(err: unknown): string {
+    const name = errorName(err);
+    if (name === 'NoSuchBucket') return `. Bucket ${this.#bucket} does not exist: create it or correct the bucket name`;
+    if (name === 'AccessDenied' || httpStatus(err) === 403) {
+      return `. Access to bucket ${this.#bucket} was denied: check the credentials and the bucket policy`;
+    }
+    return '';
   }
 }
 
 /** Builds the SDK client settings from a replica config. */
-function sdkConfig(config: S3ClientConfig, location: string): SdkClientConfig {
+function sdkConfig(config: S3ClientConfig, location: string, options: S3ReplicaClientOptions): SdkClientConfig {
   const settings: SdkClientConfig = {
     region: config.region ?? 'us-east-1',
+    // The SDK retries; walship adds no retry loop around single requests.
+    retryMode: 'standard',
+    maxAttempts: options.maxAttempts ?? MAX_ATTEMPTS,
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: options.connectionTimeout ?? CONNECTION_TIMEOUT_MS,
+      socketTimeout: options.socketTimeout ?? SOCKET_TIMEOUT_MS,
+      ...(config.skipVerify === true ? { httpsAgent: new Agent({ rejectUnauthorized: false, keepAlive: true }) } : {}),
+    }),
     // Without a configured region, a bucket in another AWS region responds
     // with a redirect. Following it spares users from naming the region.
     followRegionRedirects: true,
@@ -474,10 +604,6 @@ function sdkConfig(config: S3ClientConfig, location: string): SdkClientConfig {
     settings.forcePathStyle = config.forcePathStyle ?? true;
   } else if (config.forcePathStyle !== undefined) {
     settings.forcePathStyle = config.forcePathStyle;
-  }
-
-  if (config.skipVerify === true) {
-    settings.requestHandler = new NodeHttpHandler({ httpsAgent: new Agent({ rejectUnauthorized: false }) });
   }
 
   if (config.accessKeyId !== undefined || config.secretAccessKey !== undefined) {
