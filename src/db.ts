@@ -78,7 +78,7 @@ export class DB extends EventEmitter<DBEvents> {
   // True while the shadow contains every frame of the current incarnation and
   // SQLite had checkpointed all of it under walship's watch; see verifyWal.
   #complete = false;
-  #lastCheckpoint = Date.now();
+  #lastCheckpoint: number;
   #checkpointRetryAt = 0;
   #syncMutex = new Mutex();
   #syncQueued = false;
@@ -106,6 +106,9 @@ export class DB extends EventEmitter<DBEvents> {
     this.name = config.name;
     this.walPath = `${config.path}-wal`;
     this.log = logger.child({ db: config.name });
+    // Starts at a random point of the interval, so that databases opened
+    // together do not all checkpoint in the same moment.
+    this.#lastCheckpoint = Date.now() - Math.random() * config.checkpointInterval;
   }
 
   /** Directory holding the shadow WAL files of one generation. */

@@ -395,7 +395,9 @@ export class Lease extends EventEmitter {
 
   #scheduleRenewal(delay: number): void {
     clearTimeout(this.#renewTimer);
-    this.#renewTimer = setTimeout(() => void this.renew(), delay);
+    // Up to 10% of jitter, so that the leases of many databases started
+    // together do not renew in the same moment.
+    this.#renewTimer = setTimeout(() => void this.renew(), delay * (0.9 + Math.random() * 0.1));
     // Renewal must not keep the process alive on its own.
     this.#renewTimer.unref();
   }
@@ -404,11 +406,29 @@ export class Lease extends EventEmitter {
   #armExpiry(): void {
     clearTimeout(this.#expiryTimer);
     const expiresAt = this.#record?.expiresAt ?? '';
-    this.#expiryTimer = setTimeout(
-      () => void this.#lose(`it expired at ${expiresAt} before a renewal succeeded`),
-      Math.max(0, Date.parse(expiresAt) - Date.now()),
-    );
+    this.#expiryTimer = setTimeout(() => void this.#expired(expiresAt), Math.max(0, Date.parse(expiresAt) - Date.now()));
     this.#expiryTimer.unref();
+  }
+
+  // Called when the lease expired before a renewal succeeded. A busy event
+  // loop or a slow store can delay renewals past expiry without any other
+  // writer around. Where the store enforces If-Match, a renewal that still
+  // matches this owner's last write proves nobody took the lease meanwhile.
+  async #expired(expiresAt: string): Promise<void> {
+    if (this.#state !== 'held') return;
+    if (this.#conditional === true) {
+      // A renewal that hangs still loses the lease, after a short wait.
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(1000, this.#retryDelay))));
+      await Promise.race([this.renew(), timeout]);
+      clearTimeout(timer);
+      const renewed = this.#record !== undefined && this.#record.expiresAt !== expiresAt;
+      if (this.#state === 'held' && renewed) {
+        this.#log.warn({ expiredAt: expiresAt, expiresAt: this.#record!.expiresAt }, 'lease renewed after it had expired; no other process had taken it');
+        return;
+      }
+    }
+    await this.#lose(`it expired at ${expiresAt} before a renewal succeeded`);
   }
 
   #stopTimers(): void {

@@ -32,3 +32,31 @@ export class Mutex {
     return this.run(fn);
   }
 }
+
+/**
+ * A counting semaphore: at most `limit` callers run at once, the others wait
+ * in the order they asked.
+ */
+export class Semaphore {
+  readonly limit: number;
+  #running = 0;
+  #waiting: (() => void)[] = [];
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Runs `fn` once fewer than `limit` other callers are running. */
+  async run<T>(fn: () => Promise<T> | T): Promise<T> {
+    if (this.#running >= this.limit) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    else this.#running++;
+    try {
+      return await fn();
+    } finally {
+      // The slot passes straight to the next caller, or is freed.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
+}

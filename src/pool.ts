@@ -5,9 +5,12 @@ import { Piscina } from 'piscina';
 import { WalshipError } from './errors.js';
 import { BLOCK_SIZE, LZ4FrameError } from './lz4.js';
 import type { WalshipErrorCode } from './errors.js';
-import { Mutex } from './mutex.js';
+import { Mutex, Semaphore } from './mutex.js';
 import type { BlockResult, PutSegmentTask, PutSnapshotTask, PutStreamTask, ShipResult } from './ship-task.js';
 import { streamSnapshot } from './snapshot-stream.js';
+
+// Replicas establishing their position at once; see ShipPool.startSlots.
+const START_SLOTS = 16;
 
 // Snapshots of at least this many bytes are compressed by several workers.
 const PARALLEL_SNAPSHOT_MIN = 2 * BLOCK_SIZE;
@@ -42,6 +45,13 @@ export interface ShipStats {
 export class ShipPool {
   /** Worker threads at most. */
   readonly threads: number;
+  /**
+   * Replicas that may find their position or write their first snapshot at
+   * once. A daemon that starts a thousand databases would otherwise list
+   * every replica and queue every snapshot in the same moment, and delay
+   * everything else on the main thread, lease renewals included.
+   */
+  readonly startSlots = new Semaphore(START_SLOTS);
   #pool: Piscina;
   #snapshotSlot = new Mutex();
 

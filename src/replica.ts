@@ -247,7 +247,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       this.#timer = undefined;
       this.sync()
         .catch((err: Error) => {
-          this.log.error({ err: describeError(err), pos: formatPos(this.#pos), attempt: this.#failures }, 'replica sync failed, retrying');
+          this.log.error({ err: describeError(err), pos: formatPos(this.#confirmed) || undefined, attempt: this.#failures }, 'replica sync failed, retrying');
           // An 'error' event without a listener would end the process, and a
           // failed sync is retried anyway.
           if (this.listenerCount('error') > 0) this.emit('error', err);
@@ -265,7 +265,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       if (!dbPos.generation) return;
       // Shipping without the lease could interleave with another writer's objects.
       if (this.#lease.state !== 'held') await this.#lease.acquire();
-      if (this.#pos.generation !== dbPos.generation) await this.#establish(dbPos.generation);
+      if (this.#pos.generation !== dbPos.generation) await this.#pool.startSlots.run(() => this.#establish(dbPos.generation));
       if (this.#pos.generation !== this.db.pos().generation) continue;
       if (this.#trimNeeded) await this.#trimAfter(this.#pos);
       if (comparePos(this.#pos, this.db.pos()) >= 0) return;
@@ -295,8 +295,15 @@ export class Replica extends EventEmitter<ReplicaEvents> {
           break;
         }
         if (data.length === 0) {
-          if (this.db.isIndexFinished(next)) next = { generation: next.generation, index: next.index + 1, offset: 0 };
-          else caughtUp = true;
+          if (!this.db.isIndexFinished(next)) {
+            caughtUp = true;
+            continue;
+          }
+          // The next index starts only once this one is stored whole. A
+          // restore cannot see a missing segment at the end of an index, so
+          // a later index must never be stored before it.
+          if (inFlight.length > 0) break;
+          next = { generation: next.generation, index: next.index + 1, offset: 0 };
           continue;
         }
         inFlight.push(this.#startUpload(next, data));

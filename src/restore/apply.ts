@@ -143,10 +143,14 @@ async function writeWalFile(
       const { segment, body } = next.value;
 
       if (segment.offset !== length) {
+        // A live replica can hold segments past one that is still uploading or
+        // being retried, because several upload at once. So the message says
+        // to try again before it calls the replica damaged.
         throw new WalshipError(
           'CORRUPT_REPLICA',
           `missing WAL segment in generation ${segment.generation}: ${segment.key} starts at offset ${segment.offset}, ` +
-            `expected offset ${length} of index ${formatIndex(segment.index)}`,
+            `expected offset ${length} of index ${formatIndex(segment.index)}. If walship is replicating this database now, ` +
+            `the segment may still be uploading: try again in a minute, or restore an earlier point with -timestamp or -index`,
         );
       }
       let times: CommitTime[] | undefined;
