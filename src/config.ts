@@ -48,7 +48,10 @@ export interface DatabaseConfig {
   name: string;
   /** Directory of walship's local state; defaults to `<dir>/.<file>-walship`. */
   metaPath: string;
-  /** How often the WAL is checked for new frames when no file event arrives. Default 1000 ms... see DEFAULTS. */
+  /**
+   * Poll interval of the WAL in ms (`monitor-interval`, default 100). While
+   * file events watch the WAL, walship polls at most once a second instead.
+   */
   monitorInterval: number;
   /** PASSIVE checkpoint when nothing was checkpointed for this long and the WAL contains frames. 0 turns it off. */
   checkpointInterval: number;

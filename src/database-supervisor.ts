@@ -8,6 +8,7 @@ import type { Logger } from './logger.js';
 import type { ShipPool } from './pool.js';
 import { comparePos, formatPos } from './pos.js';
 import { DatabaseLock } from './lock-file.js';
+import { Semaphore } from './mutex.js';
 import { Replica } from './replica.js';
 
 /** A database with its replicas, as the replicator runs it. */
@@ -31,6 +32,8 @@ export interface SupervisorOptions {
   /** Maximum wait between open attempts, in ms. */
   retryMaxMs: number;
   guard?: DatabaseGuard;
+  /** Limits how many databases open at once, shared by the supervisors of a replicator. */
+  openSlots?: Semaphore;
   /** Called when the database is open and its replicas started. */
   onRunning(entry: ReplicatedDatabase): void;
   /** Called when the database has stopped after running. */
@@ -193,7 +196,7 @@ export class DatabaseSupervisor {
       await lock?.release().catch(() => undefined);
     };
 
-    try {
+    const open = async (): Promise<void> => {
       lock = await DatabaseLock.acquire(this.config.path, { logger: this.log });
       const guard = await this.#options.guard?.acquire(this.config);
       this.#release = guard ? () => guard.release() : undefined;
@@ -209,6 +212,11 @@ export class DatabaseSupervisor {
           }),
         ),
       );
+    };
+
+    try {
+      if (this.#options.openSlots) await this.#options.openSlots.run(open);
+      else await open();
     } catch (err) {
       await abandon();
       if (this.#failFast && (hasCode(err, 'LOCKED') || hasCode(err, 'LEASE_HELD'))) {
@@ -226,11 +234,11 @@ export class DatabaseSupervisor {
       return;
     }
 
-    const heldLock = lock;
+    const heldLock = lock as DatabaseLock | undefined;
     const release = this.#release;
     this.#release = async () => {
       await release?.();
-      await heldLock.release();
+      await heldLock?.release();
     };
     const entry = { db, replicas };
     for (const replica of replicas) {

@@ -16,10 +16,10 @@ const START_SLOTS = 16;
 const PARALLEL_SNAPSHOT_MIN = 2 * BLOCK_SIZE;
 
 // Threads a pool needs for a parallel snapshot: one uploads, the rest compress.
-// With 2 threads only one is left to compress, and the parallel path was no
+// With 2 threads only one is left to compress. There the parallel path was no
 // faster than one worker that reads, compresses and uploads (96 against
-// 185 MB/s in one run on a busy 2-core machine) while it used more memory
-// (700 against 250 MiB RSS for a 768 MiB file).
+// 185 MB/s in one run on a busy 2-core machine). It also used more memory:
+// 700 against 250 MiB RSS for a 768 MiB file.
 // NOTE: on 3 threads the parallel path still peaked at 755 MiB RSS for that
 // file. Each thread's allocator keeps the freed 4 MiB blocks, so memory is
 // bounded by the database size there, not by the blocks in flight.
@@ -52,23 +52,29 @@ export class ShipPool {
    * everything else on the main thread, lease renewals included.
    */
   readonly startSlots = new Semaphore(START_SLOTS);
-  #pool: Piscina;
+  #piscina: Piscina | undefined;
   #snapshotSlot = new Mutex();
 
   constructor(options: ShipPoolOptions = {}) {
     const threads = options.threads ?? Math.min(8, Math.max(2, os.availableParallelism()));
     this.threads = threads;
-    this.#pool = new Piscina({
+  }
+
+  // The workers start with the first task. A restore of a small database
+  // then starts none, and no worker is torn down while it still loads.
+  get #pool(): Piscina {
+    this.#piscina ??= new Piscina({
       filename: new URL('../workers/ship.js', import.meta.url).href,
       minThreads: 1,
-      maxThreads: threads,
+      maxThreads: this.threads,
       idleTimeout: 30_000,
     });
+    return this.#piscina;
   }
 
   /** Tasks waiting for a free worker. */
   get queueSize(): number {
-    return this.#pool.queueSize;
+    return this.#piscina?.queueSize ?? 0;
   }
 
   /** Compresses and stores a WAL segment; `task.data` is unusable afterwards. */
@@ -91,8 +97,8 @@ export class ShipPool {
       return unwrap(result, task.key);
     }
 
-    // An upload task holds its worker until the frame is complete, and the
-    // compression tasks need the others: one parallel snapshot at a time.
+    // An upload task keeps its worker busy until the frame is complete, and
+    // the compression tasks need the others, so one parallel snapshot runs at a time.
     return this.#snapshotSlot.run(async () => {
       const started = Date.now();
       const { result, storedBytes } = await streamSnapshot(this, task.fd, task.size, (port) =>
@@ -133,12 +139,12 @@ export class ShipPool {
 
   /** Ends the worker threads at once; running uploads are cut off. */
   async destroy(): Promise<void> {
-    await this.#pool.destroy();
+    await this.#piscina?.destroy();
   }
 
   /** Waits for running tasks and stops the workers. */
   async close(): Promise<void> {
-    await this.#pool.close();
+    await this.#piscina?.close();
   }
 }
 

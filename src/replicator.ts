@@ -9,6 +9,7 @@ import { WalshipError, describeError } from './errors.js';
 import type { Logger } from './logger.js';
 import { silentLogger } from './logger.js';
 import { checkDistinctDatabases, checkDistinctPrefixes } from './naming.js';
+import { Semaphore } from './mutex.js';
 import { ShipPool } from './pool.js';
 import { formatPos } from './pos.js';
 import { listSegments } from './replica/listing.js';
@@ -61,6 +62,9 @@ export interface SyncResult {
 const SHADOW_WARN_BYTES = 256 * 1024 * 1024;
 const SHADOW_CHECK_MS = 30_000;
 
+// Databases opening at once.
+const OPEN_SLOTS = 16;
+
 // Share of a shutdown deadline kept for aborting multipart uploads, at most 2 s.
 const ABORT_SHARE = 0.2;
 const MAX_ABORT_MS = 2000;
@@ -87,6 +91,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   #started = false;
   #stopping = false;
   #backlogTimer: NodeJS.Timeout | undefined;
+  // Databases that open at once: a daemon that starts a thousand would
+  // otherwise take every lock, connection and lease in the same moment.
+  #openSlots = new Semaphore(OPEN_SLOTS);
 
   constructor(config: Config, options: ReplicatorOptions = {}) {
     super();
@@ -274,6 +281,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   #supervise(config: DatabaseConfig): DatabaseSupervisor {
     const supervisor = new DatabaseSupervisor(config, {
       pool: this.#pool!,
+      openSlots: this.#openSlots,
       logger: this.log,
       retryMinMs: this.#options.retryMinMs ?? 1000,
       retryMaxMs: this.#options.retryMaxMs ?? 30_000,

@@ -242,20 +242,17 @@ function chooseSnapshot(snapshots: SnapshotInfo[], generation: string, index: nu
 }
 
 /**
- * Returns the snapshot with the highest index among those stored at or
- * before `at`. A snapshot contains only transactions captured before it was
- * taken, so before its store time. When that time is at or before `at`, every
- * transaction in it committed at or before `at`. Applying the WAL up to the
- * cut then never leaves a later change in the file.
+ * Returns the snapshot with the highest index among those taken at or before
+ * `at`. A snapshot contains only transactions committed before it was taken,
+ * so applying the WAL up to the cut never leaves a later change in the file.
  *
- * NOTE: this compares the store's clock (snapshot times) with the host's
- * (commit times); a skew larger than one sync can mix states.
- */
-/**
- * Chooses the newest snapshot taken at or before `at`. S3 lists times in whole
- * seconds, rounded down, so a snapshot listed in the same second as `at` may
- * have been taken after it: its exact time is read from the time frame in
- * front of its data, and without one it counts as taken at the end of that second.
+ * walship writes the time a snapshot began in front of its data. S3 lists
+ * times in whole seconds, rounded down, so that time is read for a snapshot
+ * listed in the same second as `at`. A snapshot without it (one Litestream
+ * wrote) counts as taken at the end of its listed second.
+ *
+ * NOTE: a Litestream snapshot's time comes from the store's clock and commit
+ * times from the host's, so a skew larger than one sync can mix states.
  */
 async function chooseSnapshotAt(client: ReplicaClient, snapshots: SnapshotInfo[], generation: string, at: Date): Promise<SnapshotInfo> {
   const target = at.getTime();
