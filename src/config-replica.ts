@@ -25,7 +25,10 @@ export interface ReplicaDefaults {
 }
 
 // Keys of every replica entry, and the keys of s3 replicas on top.
-const COMMON_KEYS = ['type', 'name', 'url', 'path', 'sync-interval', 'retention', 'retention-check-interval', 'retention-mode', 'snapshot-interval'];
+const COMMON_KEYS = ['type', 'name', 'url', 'path', 'sync-interval', 'retention', 'retention-check-interval', 'retention-mode', 'snapshot-interval', 'lease-ttl'];
+
+// Shortest lease-ttl: a renewal every third of it must stay well above one request's time.
+const MIN_LEASE_TTL = 3000;
 const S3_KEYS = ['bucket', 'region', 'endpoint', 'force-path-style', 'skip-verify', 'access-key-id', 'secret-access-key'];
 
 /**
@@ -62,6 +65,11 @@ export function resolveReplica(fields: ConfigFields, dbName: string | undefined,
     snapshotInterval: fields.duration('snapshot-interval') ?? DEFAULTS.snapshotInterval,
     retentionMode: retentionMode(fields),
   };
+  const leaseTtl = fields.duration('lease-ttl');
+  if (leaseTtl !== undefined) {
+    if (leaseTtl < MIN_LEASE_TTL) throw fields.error(`lease-ttl ${leaseTtl}ms is too short; use at least 3s`);
+    replica.leaseTtl = leaseTtl;
+  }
   // A zero check interval would run retention without pause, so it is rejected with the key named.
   if (replica.retention > 0 && replica.retentionCheckInterval === 0) {
     throw fields.error('retention-check-interval is 0 while retention is on; use a positive duration, or set retention: 0 to keep everything');

@@ -107,6 +107,12 @@ export interface ReplicaConfig {
    * Unset means DEFAULTS.retentionMode.
    */
   retentionMode?: RetentionMode;
+  /**
+   * Lifetime of the replica's lease in ms (`lease-ttl`), renewed every third
+   * of it. Unset means 30 s. A fleet can lengthen it to send fewer renewals,
+   * at the cost of a slower takeover after a host stops without releasing it.
+   */
+  leaseTtl?: number;
 }
 
 /** Retention modes of a replica (`retention-mode`). */

@@ -102,7 +102,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
     // The lease keeps a second walship, on this host or another, from writing
     // to the same replica location.
-    this.#lease = new Lease({ client: this.client, database: db.config.path, logger: this.log });
+    this.#lease = new Lease({ client: this.client, database: db.config.path, logger: this.log, ...(config.leaseTtl ? { ttl: config.leaseTtl } : {}) });
     this.#lease.on('lost', (err: Error) => {
       this.log.error({ err: describeError(err), pos: formatPos(this.#pos) }, 'replica lease lost: another process may be writing to this replica, shipping stopped until the lease is back');
       // The other writer may have changed the replica: read the position again.

@@ -88,7 +88,7 @@ describe('database keys', () => {
   test('durations and counts', () => {
     const config = parse(
       oneReplica(
-        'type: s3\nbucket: b\nsync-interval: 500ms\nretention: 1h30m\nretention-check-interval: 10m\nsnapshot-interval: 24h',
+        'type: s3\nbucket: b\nsync-interval: 500ms\nretention: 1h30m\nretention-check-interval: 10m\nsnapshot-interval: 24h\nlease-ttl: 5m',
         'meta-path: /var/lib/walship/users\nmonitor-interval: 1s\ncheckpoint-interval: 0\nmin-checkpoint-page-count: 500\nmax-checkpoint-page-count: 0\nbusy-timeout: 5s',
       ),
     );
@@ -104,6 +104,11 @@ describe('database keys', () => {
     assert.equal(replica.retention, 5_400_000);
     assert.equal(replica.retentionCheckInterval, 600_000);
     assert.equal(replica.snapshotInterval, 86_400_000);
+    assert.equal(replica.leaseTtl, 300_000);
+  });
+
+  test('lease-ttl too short', () => {
+    assert.throws(() => parse(oneReplica('type: s3\nbucket: b\nlease-ttl: 1s')), /lease-ttl 1000ms is too short; use at least 3s/);
   });
 
   test('name sanitized into prefix', () => {
