@@ -174,6 +174,9 @@ async function startFleet(ctx: BenchContext, dir: string, fleetPrefix: string, d
     '    replicas:',
     replicaYaml(ctx.store, fleetPrefix, '1s', '      '),
   ];
+  // BENCH_FLEET_LEASE_TTL sets the replicas' lease-ttl, to measure fewer renewals.
+  const leaseTtl = process.env.BENCH_FLEET_LEASE_TTL?.trim();
+  if (leaseTtl) config.push(`        lease-ttl: ${leaseTtl}`);
   fs.writeFileSync(configPath, `${config.join('\n')}\n`);
 
   const openFilesLimit = checkOpenFiles(dbs.length, result);
