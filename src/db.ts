@@ -519,7 +519,7 @@ export class DB extends EventEmitter<DBEvents> {
       return;
     }
     if (this.#coordinator.held) {
-      // A snapshot or generation change holds the coordinator: try again soon
+      // A snapshot or generation change has the coordinator: try again soon
       // rather than at the next WAL change, which may be a while on a quiet database.
       this.#scheduleTick(this.config.monitorInterval);
       return;

@@ -413,7 +413,7 @@ export class Lease extends EventEmitter {
   // Called when the lease expired before a renewal succeeded. A busy event
   // loop or a slow store can delay renewals past expiry without any other
   // writer around. Where the store enforces If-Match, a renewal that still
-  // matches this owner's last write proves nobody took the lease meanwhile.
+  // matches this owner's last write proves that no other process took the lease meanwhile.
   async #expired(expiresAt: string): Promise<void> {
     if (this.#state !== 'held') return;
     if (this.#conditional === true) {

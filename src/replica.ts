@@ -115,7 +115,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
   /**
    * Takes this replica's lease. Rejects with LEASE_HELD, naming the other
-   * owner, when another walship holds it.
+   * owner, when another walship has it.
    */
   async acquireLease(): Promise<void> {
     await this.#lease.acquire();
@@ -147,9 +147,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   }
 
   /**
-   * Replication lag in ms: 0 when the replica holds everything the database
+   * Replication lag in ms: 0 when the replica contains everything the database
    * captured, else the time since walship captured the oldest frame the
-   * replica does not hold yet.
+   * replica does not contain yet.
    */
   lagMs(now = Date.now()): number {
     const dbPos = this.db.pos();
