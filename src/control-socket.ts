@@ -25,7 +25,7 @@ import type { SyncResult } from './replicator.js';
 /** Target of control requests: the methods of a Replicator that the control socket calls. */
 export interface ControlTarget {
   syncAll(name?: string): Promise<SyncResult[]>;
-  snapshot(name?: string): Promise<void>;
+  snapshot(name?: string): Promise<number>;
   status(): unknown;
 }
 
@@ -141,8 +141,9 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, targe
       return reply(res, failed ? 500 : 200, { status: failed ? 'failed' : 'synced', databases: results.map(describeResult) });
     }
     if (route === 'POST /snapshot') {
-      await target.snapshot(db);
-      return reply(res, 200, { status: 'snapshot written' });
+      const written = await target.snapshot(db);
+      if (written > 0) return reply(res, 200, { status: 'snapshot written' });
+      return reply(res, 200, { status: 'no new snapshot: the current WAL index has one already; the next write starts a new index, and the next request writes one there' });
     }
     if (route === 'GET /status') return reply(res, 200, { status: 'ok', databases: target.status() });
     return reply(res, 404, { status: 'failed', error: `unknown request ${route}; use POST /sync, POST /snapshot or GET /status` });

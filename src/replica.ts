@@ -11,7 +11,7 @@ import type { Logger } from './logger.js';
 import { decodeFrame } from './lz4.js';
 import { Mutex } from './mutex.js';
 import type { ShipPool } from './pool.js';
-import { ZERO_POS, comparePos, formatPos } from './pos.js';
+import { ZERO_POS, comparePos, formatIndex, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient } from './replica/client.js';
 import { Lease } from './lease.js';
@@ -224,15 +224,31 @@ export class Replica extends EventEmitter<ReplicaEvents> {
 
   /**
    * Ships everything captured, then stores a new snapshot of the database at
-   * the current WAL index. The replica position stays where it is, because
-   * the segments of that index are stored already and apply on top of it.
+   * the current WAL index, and returns true. The replica position stays where
+   * it is, because the segments of that index are stored already and apply on
+   * top of it. When that index has a snapshot already, nothing is written and
+   * it returns false: replacing it would lose the points in time between the
+   * two. SQLite is then asked to start a new index at the next write, where
+   * the next request writes its snapshot.
    */
-  snapshotNow(): Promise<void> {
+  snapshotNow(): Promise<boolean> {
     return this.#mutex.run(async () => {
       await this.#ship();
-      // NOTE: the snapshot replaces an older one of the same index, so a
-      // point-in-time restore inside that index starts from the newer copy.
+      const pos = this.db.pos();
+      if (!pos.generation) return false;
+
+      const newest = (await listSnapshots(this.client, pos.generation)).at(-1);
+      if (newest !== undefined && newest.index >= pos.index) {
+        const result = await this.db.checkpointNow('RESTART');
+        const restarted = result !== undefined && result.busy === 0 && result.log === result.checkpointed;
+        this.log.info(
+          { generation: pos.generation, index: formatIndex(pos.index), restarted },
+          'snapshot not written: this WAL index has one already; the next write starts a new index, for the next snapshot',
+        );
+        return false;
+      }
       await this.#snapshot({ keepPosition: true });
+      return true;
     });
   }
 

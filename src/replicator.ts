@@ -230,15 +230,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   /**
    * Writes a new snapshot of every open database (or the one named) to each
-   * of its replicas. Needs `Replica.snapshotNow`.
+   * of its replicas, and returns how many were written. A replica whose
+   * current WAL index has a snapshot already gets none: see Replica.snapshotNow.
    */
-  async snapshot(name?: string): Promise<void> {
+  async snapshot(name?: string): Promise<number> {
+    let written = 0;
     for (const supervisor of this.#select(name)) {
       const entry = supervisor.entry;
       if (entry === undefined) throw new WalshipError('NOT_FOUND', `database ${supervisor.config.path} is not open: ${describeError(supervisor.lastError)}`);
       await entry.db.sync();
-      for (const replica of entry.replicas) await snapshotNow(replica);
+      for (const replica of entry.replicas) if (await replica.snapshotNow()) written++;
     }
+    return written;
   }
 
   /** Reports whether every database is open and every replica's last sync succeeded. */
@@ -410,13 +413,6 @@ async function trimPastPosition(replica: Replica): Promise<void> {
   } catch (err) {
     replica.log.warn({ pos: formatPos(pos), err: describeError(err) }, 'cannot delete segments stored past the position; the next start deletes them');
   }
-}
-
-/** Calls `Replica.snapshotNow`, or rejects when this build's Replica lacks it. */
-async function snapshotNow(replica: Replica): Promise<void> {
-  const method = (replica as Replica & { snapshotNow?: () => Promise<void> }).snapshotNow;
-  if (typeof method !== 'function') throw new WalshipError('INVALID_INPUT', 'this build of walship cannot force a snapshot: Replica.snapshotNow is missing');
-  await method.call(replica);
 }
 
 /** Waits for `work`, but no longer than `ms`. */

@@ -35,7 +35,7 @@ export interface SnapshotTarget {
   readonly client: ReplicaClient;
   readonly log: Logger;
   /** Ships what is captured, then writes a snapshot at the database's current WAL index. */
-  snapshotNow(): Promise<void>;
+  snapshotNow(): Promise<unknown>;
 }
 
 /** Setting that made a snapshot due. */

@@ -158,10 +158,15 @@ export class Walship extends EventEmitter<WalshipEvents> {
     return this.position();
   }
 
-  /** Ships what is captured, then stores a new snapshot of the database on every replica. */
-  async snapshot(): Promise<void> {
+  /**
+   * Ships what is captured, then stores a new snapshot of the database on
+   * every replica whose current WAL index has none yet, and returns how many
+   * were written. A replica that has one gets none, so that no point in time
+   * is lost: the next write starts a new index for the next snapshot.
+   */
+  async snapshot(): Promise<number> {
     this.#checkOpen('snapshot');
-    await this.#replicator.snapshot();
+    return this.#replicator.snapshot();
   }
 
   /**

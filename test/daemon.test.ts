@@ -203,10 +203,23 @@ describe('snapshot command', () => {
     const daemon = walship(['replicate', '-sync-interval', '50ms', '-control-socket', socket, dbPath, `file://${dir}/replica`]);
     await waitForOutput(daemon, 'replication started');
 
+    // WAL index 0 has the first snapshot: a second one there would hide the
+    // points in time between the two, so the request writes none.
     addRows(dbPath, 30);
+    const refused = walship(['snapshot', '-control-socket', socket, 'app']);
+    assert.equal(await refused.exited, 0, refused.output());
+    assert.match(refused.output(), /no new snapshot/);
+    assert.equal(daemon.output().split('snapshot written').length - 1, 1, daemon.output());
+
+    // The request asked SQLite to start a new index at the next write, so
+    // the next request writes a snapshot there.
+    addRows(dbPath, 30);
+    await waitForOutput(daemon, 'wal restarted, next index');
     const snapshot = walship(['snapshot', '-control-socket', socket, 'app']);
     assert.equal(await snapshot.exited, 0, snapshot.output());
+    assert.match(snapshot.output(), /snapshot written/);
     assert.equal(daemon.output().split('snapshot written').length - 1, 2, daemon.output());
+    assert.match(daemon.output(), /snapshot written.*index=1 /);
     assert.equal(await restoredHash(`file://${dir}/replica`), contentHash(dbPath));
 
     daemon.child.kill('SIGTERM');

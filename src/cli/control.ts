@@ -34,7 +34,10 @@ export function syncCommand(): Command {
 /** Creates the `snapshot` command, which requests a new snapshot from a running daemon. */
 export function snapshotCommand(): Command {
   const command = new Command('snapshot')
-    .description('Ask the running walship replicate to write a new snapshot to every replica, and wait for it.')
+    .description(
+      'Ask the running walship replicate to write a new snapshot to every replica, and wait for it. ' +
+        'A replica whose current WAL index has a snapshot gets none; the next write starts a new index for it.',
+    )
     .argument('[db]', 'database name or path (default: every database)')
     .allowExcessArguments(false);
   addControlFlags(command);
