@@ -1,15 +1,18 @@
 # Entry points of walship's development tasks; each one runs an npm script or .ci/run.
 
-.PHONY: help build test demo bench soak clean ci
+.PHONY: help build test docs-check demo bench soak clean ci
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-7s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
 
 build: ## Compile TypeScript to dist/
 	npm run build
 
 test: ## Build and run the whole test suite
 	npm test
+
+docs-check: ## Run every walship command of README.md and docs/ against s3rver
+	npm run build && node --test dist/test/docs.test.js
 
 demo: ## Replicate Northwind and Chinook, restore them and compare (./demo-run)
 	npm run demo

@@ -324,7 +324,7 @@ function lockedError(database: string, file: string, holder: LockHolder | undefi
   return new WalshipError(
     'LOCKED',
     `database ${database} is already replicated by ${who}${since} (lock file ${file}). ` +
-      `Stop that process before starting another one. If it is no longer running, delete the lock file`,
+      `Stop that process before starting another one. Once it no longer runs, walship takes the lock over by itself`,
   );
 }
 

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 
-import { describeError } from '../errors.js';
+import { WalshipError, describeError } from '../errors.js';
 import { generationsKey } from '../keys.js';
 import type { Logger } from '../logger.js';
 import type { ReplicaClient } from '../replica/client.js';
@@ -47,6 +47,9 @@ and the AWS SDK's default chain.`,
 
   return command.action(async (url: string, flags: LsFlags) => {
     const logger = makeLogger(flags);
+    if (!/^(s3|file):\/\//i.test(url)) {
+      throw new WalshipError('INVALID_INPUT', `invalid location ${JSON.stringify(url)}: give a URL such as s3://BUCKET/databases or file:///backups/databases`);
+    }
     const replica = replicaFromUrl(url, logger);
     const client = createReplicaClient(replica.client);
     try {
