@@ -573,6 +573,9 @@ export class S3ReplicaClient implements ReplicaClient {
     if (name === 'AccessDenied' || httpStatus(err) === 403) {
       return `. Access to bucket ${this.#bucket} was denied: check the credentials and the bucket policy`;
     }
+    if (name === 'CredentialsProviderError') {
+      return '. No S3 credentials were found: set access-key-id and secret-access-key in the config, LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY';
+    }
     return '';
   }
 }
