@@ -116,13 +116,25 @@ async function restoreFrom(
     'restore started',
   );
   warnIfIndexBeyondEnd(plan, options.index, logger);
+  if (plan.skippedIndex) {
+    const first = plan.skippedIndex.segments[0]!;
+    logger.warn(
+      { generation, index: formatIndex(plan.skippedIndex.index), key: first.key },
+      'restoring up to the WAL index before the newest: its first segment is missing, and the segments stored after it come from an upload that did not finish',
+    );
+  }
 
   const tmpPath = `${outputPath}.tmp-${randomBytes(4).toString('hex')}`;
   const progress = trackProgress(plan, options.onProgress);
   let applied: ApplyResult;
   try {
     await writeSnapshot(client, snapshot, tmpPath, options.pool, progress);
-    applied = await applyWalIndexes(client, tmpPath, generation, plan.indexes, { ...options, until: options.timestamp, progress });
+    applied = await applyWalIndexes(client, tmpPath, generation, plan.indexes, {
+      ...options,
+      until: options.timestamp,
+      progress,
+      ...(options.index === undefined && options.timestamp === undefined ? { latestIndex: plan.lastIndex, snapshotIndex: snapshot.index } : {}),
+    });
     progress.finish();
     checkIntegrity(tmpPath, generation);
     await publish(tmpPath, outputPath);

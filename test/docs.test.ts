@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import Database from 'better-sqlite3';
 
@@ -35,13 +36,13 @@ const OTHER_DOC_BUCKETS = ['meu-bucket'];
 /** Endpoints that the pages use for an S3-compatible store. */
 const DOC_ENDPOINTS = ['http://127.0.0.1:9000', 'http://minio:9000'];
 
-/** Generation id that the pages use as an example; it names no real generation. */
+/** Generation id that the pages use as an example. No replica of the test contains it. */
 const DOC_GENERATION = '325438e6141a7da0';
 
 /** Time a command may run before it is killed and reported. */
 const RUN_MS = 30_000;
 
-/** Commands run at once; each one is a Node.js process that loads the AWS SDK. */
+/** Commands run at once. Each one is a Node.js process that loads the AWS SDK. */
 const CONCURRENCY = 3;
 
 // Output of commander's usage errors, which end with the hint of
@@ -77,7 +78,7 @@ async function docFiles(): Promise<string[]> {
   return [...readmes, ...docs.sort()];
 }
 
-/** Returns the lines of fenced blocks of the given languages, with line numbers; `\` continuations are joined. */
+/** Returns the lines of fenced blocks of the given languages with their line numbers, joining `\` continuations. */
 function fencedLines(markdown: string, languages: readonly string[]): { line: number; text: string }[] {
   const lines = markdown.split('\n');
   const out: { line: number; text: string }[] = [];
@@ -99,7 +100,7 @@ function fencedLines(markdown: string, languages: readonly string[]): { line: nu
   return out;
 }
 
-/** Returns the `walship ...` lines of a page's sh blocks; a leading `exec` is dropped. */
+/** Returns the `walship ...` lines of a page's sh blocks, without a leading `exec`. */
 function walshipCommands(file: string, markdown: string): DocCommand[] {
   const commands: DocCommand[] = [];
   for (const { line, text } of fencedLines(markdown, ['sh', 'bash', 'shell'])) {
@@ -271,6 +272,15 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
+/** Returns the path of a program on PATH, or undefined when there is none. */
+function commandExists(name: string): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Creates a WAL-mode database with a few rows. */
 function createDatabase(file: string): void {
   const db = new Database(file);
@@ -291,8 +301,9 @@ describe('documented walship commands', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-docs-'));
     env = { dir, endpoint: server.endpoint, config: path.join(dir, 'walship.yml') };
 
-    for (const sub of ['data', 'backups', 'run']) await fs.mkdir(path.join(dir, sub), { recursive: true });
+    for (const sub of ['data', 'backups', 'run', 'litestream']) await fs.mkdir(path.join(dir, sub), { recursive: true });
     for (const name of ['users', 'app', 'catalog', 'analytics']) createDatabase(path.join(dir, 'data', `${name}.db`));
+    createDatabase(path.join(dir, 'litestream', 'users.db'));
 
     // The config that the pages' `-config walship.yml` and `/etc/walship.yml` stand for.
     const s3 = `type: s3\n        bucket: ${DOC_BUCKET}\n        endpoint: ${server.endpoint}`;
@@ -304,11 +315,12 @@ describe('documented walship commands', () => {
     );
 
     // Replicas that the read-only commands find: the bucket folders of users
-    // and app, the directory /backups/users, and s3://my-bucket/users as an
-    // old Litestream location.
+    // and app, and the directory /backups/users. s3://my-bucket/users stands
+    // for an old Litestream location, with a generation of its own.
     const url = (prefix: string) => `s3://${DOC_BUCKET}/${prefix}?endpoint=${server.endpoint}`;
     const once = [
-      ['replicate', '-once', path.join(dir, 'data', 'users.db'), url('databases/users'), url('users'), `file://${dir}/backups/users`],
+      ['replicate', '-once', path.join(dir, 'data', 'users.db'), url('databases/users'), `file://${dir}/backups/users`],
+      ['replicate', '-once', path.join(dir, 'litestream', 'users.db'), url('users')],
       ['replicate', '-once', path.join(dir, 'data', 'app.db'), url('databases/production_instance')],
       ['replicate', '-once', '-config', env.config],
     ];
@@ -363,7 +375,59 @@ describe('documented walship commands', () => {
     }
     assert.deepEqual(failures, [], failures.join('\n\n'));
   });
+
+  test('aws s3 commands run with --dryrun', async (t) => {
+    if (!commandExists('aws')) {
+      t.skip('the AWS CLI is not installed');
+      return;
+    }
+
+    const lines: { where: string; text: string }[] = [];
+    for (const file of await docFiles()) {
+      for (const { line, text } of fencedLines(await fs.readFile(path.join(ROOT, file), 'utf8'), ['sh', 'bash', 'shell'])) {
+        if (text.startsWith('aws s3 ')) lines.push({ where: `${file}:${line}`, text });
+      }
+    }
+    assert.ok(lines.length > 0, 'no aws s3 command found in the pages');
+
+    // s3://my-bucket/users holds a replica, so the copy of the migration page
+    // lists real objects. --dryrun prints each copy without making it.
+    let copies = 0;
+    for (const { where, text } of lines) {
+      const args = [...splitWords(text).slice(1), '--dryrun', '--endpoint-url', env.endpoint];
+      const awsEnv = { ...cliEnv(env), AWS_DEFAULT_REGION: 'us-east-1', AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' };
+      const result = await promisify(execFile)('aws', args, { env: awsEnv, timeout: 60_000 }).catch((err: { stderr?: string; message: string }) => {
+        assert.fail(`${where}: aws ${args.join(' ')} failed: ${err.stderr ?? err.message}`);
+      });
+      copies += (result.stdout.match(/\(dryrun\) copy: /g) ?? []).length;
+    }
+    assert.ok(copies > 0, 'the aws s3 commands copied nothing from s3://my-bucket/users');
+  });
 });
+
+describe('command help', () => {
+  const SUBCOMMANDS = ['replicate', 'restore', 'sync', 'snapshot', 'databases', 'generations', 'snapshots', 'wal', 'ls', 'verify', 'version'];
+
+  for (const subcommand of SUBCOMMANDS) {
+    test(`${subcommand} help gives every default`, () => {
+      const help = execFileSync(process.execPath, [MAIN, subcommand, '--help'], { encoding: 'utf8' });
+      const options = optionBlocks(help).filter((block) => !block.startsWith('-h, --help'));
+
+      for (const block of options) assert.match(block, /\(default|default: /, `walship ${subcommand} --help: no default in "${block}"`);
+    });
+  }
+});
+
+/** Splits the Options section of a commander help text into one string per option, wrapped lines joined. */
+function optionBlocks(help: string): string[] {
+  const section = help.split(/^Options:$/m)[1]?.split(/^\S/m)[0] ?? '';
+  const blocks: string[] = [];
+  for (const line of section.split('\n')) {
+    if (/^  -/.test(line)) blocks.push(line.trim());
+    else if (line.trim() !== '' && blocks.length > 0) blocks[blocks.length - 1] += ' ' + line.trim();
+  }
+  return blocks;
+}
 
 describe('documented files', () => {
   test('config examples parse', async () => {
@@ -411,10 +475,8 @@ describe('documented files', () => {
   });
 
   test('systemd unit passes systemd-analyze', async (t) => {
-    let analyze: string;
-    try {
-      analyze = execFileSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).trim();
-    } catch {
+    const analyze = commandExists('systemd-analyze');
+    if (analyze === undefined) {
       t.skip('systemd-analyze is not installed');
       return;
     }

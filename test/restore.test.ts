@@ -247,6 +247,33 @@ describe('restore of damaged replica', () => {
     assert.deepEqual(await fs.readdir(out), []);
   });
 
+  test('hole at the newest index end', async () => {
+    // Without snapshot 3 and WAL index 3, index 2 is the newest. A hole in it
+    // is what an upload cut off by a crash leaves: the latest state ends there.
+    const { root, out } = await copyReplica();
+    await fs.rm(path.join(root, `generations/${GEN1}/snapshots/00000003.snapshot.lz4`));
+    await fs.rm(path.join(root, `generations/${GEN1}/wal/00000003_00000000.wal.lz4`));
+    await fs.rm(path.join(root, `generations/${GEN1}/wal/00000002_00001038.wal.lz4`));
+    const output = path.join(out, 'db.sqlite');
+
+    const result = await restore({ client: { type: 'file', root }, outputPath: output, generation: GEN1 });
+
+    assert.deepEqual(result.pos, { generation: GEN1, index: 2, offset: 0x1038 });
+    assert.equal(integrityCheck(output), 'ok');
+  });
+
+  test('hole with an index target is rejected', async () => {
+    const { root, out } = await copyReplica();
+    await fs.rm(path.join(root, `generations/${GEN1}/snapshots/00000003.snapshot.lz4`));
+    await fs.rm(path.join(root, `generations/${GEN1}/wal/00000003_00000000.wal.lz4`));
+    await fs.rm(path.join(root, `generations/${GEN1}/wal/00000002_00001038.wal.lz4`));
+
+    const promise = restore({ client: { type: 'file', root }, outputPath: path.join(out, 'db.sqlite'), generation: GEN1, index: 2 });
+
+    await assertRejected(promise, 'CORRUPT_REPLICA', `generations/${GEN1}/wal/00000002_000060b0.wal.lz4`, 'expected offset 4152');
+    assert.deepEqual(await fs.readdir(out), []);
+  });
+
   test('truncated segment is rejected', async () => {
     const { root, out } = await copyReplica();
     const key = `generations/${GEN2}/wal/00000000_000070c8.wal.lz4`;

@@ -39,18 +39,18 @@ export interface BucketFlags {
 export function addConfigFlags(command: Command): Command {
   return command
     .option('--config <path>', `config file in Litestream v0.3 format (default: $WALSHIP_CONFIG, else ${DEFAULT_CONFIG_PATH})`)
-    .option('--no-expand-env', 'do not replace $VAR and ${VAR} in the config file with environment values');
+    .option('--no-expand-env', 'do not replace $VAR and ${VAR} in the config file with environment values (default: they are replaced)');
 }
 
 /** Adds -bucket, -db-name, -endpoint, -region and -force-path-style. */
 export function addBucketFlags(command: Command): Command {
   return command
-    .option('--bucket <name>', 'S3 bucket; the replica is s3://NAME/databases/<db-name>')
+    .option('--bucket <name>', 'S3 bucket; the replica is s3://NAME/databases/<db-name> (default: none, the replica comes from the config file or a URL)')
     .option('--db-name <name>', "database name, the folder databases/<name> (default: the database file's name without its extension)")
     .option('--endpoint <url>', 'URL of an S3-compatible store, e.g. http://127.0.0.1:9000 (default: AWS S3)')
     .option('--region <region>', 'S3 region (default: the AWS SDK chain, or us-east-1 with -endpoint)')
     .option('--force-path-style', 'use path-style S3 URLs, endpoint/bucket/key (default: on with -endpoint, off without)')
-    .option('--no-force-path-style', 'use virtual-hosted S3 URLs, bucket.endpoint/key');
+    .option('--no-force-path-style', 'use virtual-hosted S3 URLs, bucket.endpoint/key (default: on without -endpoint)');
 }
 
 /** Adds -log-level and -log-format. */

@@ -23,7 +23,7 @@ export function syncCommand(): Command {
     .description('Ask the running walship replicate to ship everything committed now.')
     .argument('[db]', 'database name or path (default: every database)')
     .allowExcessArguments(false)
-    .option('--wait', 'return once every replica has stored it; exit 1 when a database could not be shipped');
+    .option('--wait', 'return once every replica has stored it; exit 1 when a database could not be shipped (default: off, return once the daemon accepted the request)');
   addControlFlags(command);
   return command.action(async (db: string | undefined, flags: ControlFlags) => {
     const response = await send(flags, 'POST', `/sync?${query(db, flags.wait === true)}`);

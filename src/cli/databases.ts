@@ -21,7 +21,7 @@ export function databasesCommand(): Command {
     .description('List the databases of the config file and the names of their replicas.')
     .usage('[-config PATH] [-no-expand-env] [-json]')
     .allowExcessArguments(false)
-    .option('--json', 'print a JSON array of objects with the fields path and replicas (a list of names)');
+    .option('--json', 'print a JSON array of objects with the fields path and replicas (a list of names) (default: off, a table)');
   addConfigFlags(command);
   addLogFlags(command);
 

@@ -48,7 +48,7 @@ export function addInspectFlags(command: Command): Command {
     .argument('<target>', 'DB_PATH, a database of the config file, or REPLICA_URL (s3://BUCKET/PATH, file:///DIR)')
     .allowExcessArguments(false)
     .option('--replica <name>', 'with DB_PATH: read only the replica with this name (default: every replica of the database)')
-    .option('--json', 'print a JSON array of objects with the same fields as the table columns');
+    .option('--json', 'print a JSON array of objects with the same fields as the table columns (default: off, a table)');
   addConfigFlags(command);
   return addLogFlags(command);
 }

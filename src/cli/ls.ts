@@ -30,7 +30,7 @@ export function lsCommand(): Command {
     .usage('[-json] (s3://BUCKET[/PREFIX] | file:///DIR)')
     .argument('<url>', 'location that contains database folders, e.g. s3://BUCKET/databases or file:///backups/databases')
     .allowExcessArguments(false)
-    .option('--json', 'print a JSON array of objects with the same fields as the table columns');
+    .option('--json', 'print a JSON array of objects with the same fields as the table columns (default: off, a table)');
   addLogFlags(command);
 
   command.addHelpText(

@@ -29,12 +29,12 @@ export function replicateCommand(): Command {
     .description('Replicate SQLite databases continuously until SIGINT or SIGTERM.')
     .usage('[flags] | -dsn PATH -bucket NAME [flags] | [flags] DB_PATH REPLICA_URL...')
     .argument('[args...]', 'DB_PATH and one or more REPLICA_URLs (s3://BUCKET/PATH?endpoint=URL, file:///DIR)')
-    .option('--dsn <path>', 'database file to replicate to -bucket');
+    .option('--dsn <path>', 'database file to replicate to -bucket (default: none, the databases come from the config file or DB_PATH)');
   addBucketFlags(command);
   command.option('--sync-interval <duration>', 'with -dsn or replica URLs: how often new WAL is shipped, as a Go duration such as 500ms or 1m (default: 1s)');
   command
-    .option('--once', 'ship every database once, then exit: 0 when all were shipped to every replica, 1 otherwise')
-    .option('--exec <command>', 'run the application as a child process, split into words like a shell (no shell features); exit with its status (overrides exec: of the config)')
+    .option('--once', 'ship every database once, then exit: 0 when all were shipped to every replica, 1 otherwise (default: off, run until SIGINT or SIGTERM)')
+    .option('--exec <command>', 'run the application as a child process, split into words like a shell (no shell features); exit with its status (default: exec of the config, else none)')
     .option('--shutdown-timeout <duration>', 'bound of the final sync after SIGINT or SIGTERM, as a Go duration (default: shutdown-timeout of the config, else 10s)')
     .option('--addr <address>', 'serve /metrics, /healthz and /readyz on host:port, or :port for 127.0.0.1 (default: addr of the config, else off)')
     .option('--control-socket <path>', 'Unix socket for walship sync and walship snapshot, or off (default: control-socket of the config, else $XDG_RUNTIME_DIR/walship.sock or /tmp/walship-<uid>.sock)');

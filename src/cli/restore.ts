@@ -45,11 +45,11 @@ export function restoreCommand(): Command {
     .option('-o, --output <path>', 'database file to create; it must not exist (default with DB_PATH: the database path)')
     .option('--generation <id>', 'generation to restore, 16 hex digits (default: the generation with the newest object)')
     .option('--index <hex>', 'last WAL index to apply, in hex, up to 7fffffff; needs -generation (default: the last one)')
-    .option('--timestamp <time>', 'restore the state after the last transaction committed at or before this RFC 3339 time, e.g. 2024-05-01T12:00:00Z')
+    .option('--timestamp <time>', 'restore the state after the last transaction committed at or before this RFC 3339 time, e.g. 2024-05-01T12:00:00Z (default: the latest state)')
     .option('--parallelism <n>', `WAL segment downloads in flight at once (default: ${DEFAULT_PARALLELISM})`)
     .option('--replica <name>', 'with DB_PATH: name of the replica to restore from (default: the first replica)')
-    .option('--if-db-not-exists', 'exit 0 without restoring when the output file already exists')
-    .option('--if-replica-exists', 'exit 0 without restoring when the replica holds no backup');
+    .option('--if-db-not-exists', 'exit 0 without restoring when the output file already exists (default: off, an existing output file is an error)')
+    .option('--if-replica-exists', 'exit 0 without restoring when the replica contains no backup (default: off, an empty replica is an error)');
   addBucketFlags(command);
   addConfigFlags(command);
   addLogFlags(command);

@@ -56,6 +56,17 @@ export interface ApplyOptions {
    * as Litestream writes them, count whole by their store time.
    */
   until?: Date;
+  /**
+   * Last WAL index of the generation, when the restore is for the latest
+   * state. A hole in that index then ends the restore: see writeWalFile.
+   */
+  latestIndex?: number;
+  /**
+   * Index of the snapshot the restore starts from. A hole is tolerated only
+   * in a later index: the snapshot may contain pages of its own index's
+   * transactions, which only a whole replay of that index makes consistent.
+   */
+  snapshotIndex?: number;
   /** Called with stored bytes as they arrive, and once per finished segment. */
   progress?: DecodeProgress;
 }
@@ -142,6 +153,19 @@ async function writeWalFile(
       if (next.done) throw new Error(`segment download ended before ${expected.key}`);
       const { segment, body } = next.value;
 
+      // Segments upload several at once, and walship starts an index only once
+      // the one before it is stored whole. So a segment that failed, or whose
+      // upload a crash cut off, can leave later ones stored behind a hole in
+      // the newest index only, until walship deletes them. The replica's
+      // position never passed the hole: the latest state ends there.
+      if (segment.offset > length && plan.index === options.latestIndex && plan.index > (options.snapshotIndex ?? Infinity)) {
+        options.logger.warn(
+          { generation: segment.generation, index: formatIndex(segment.index), offset: length, key: segment.key },
+          'restoring up to a missing segment at the end of the newest WAL index; the segments after it were stored past an upload that did not finish',
+        );
+        stopped = true;
+        break;
+      }
       if (segment.offset !== length) {
         // A live replica can hold segments past one that is still uploading or
         // being retried, because several upload at once. So the message says

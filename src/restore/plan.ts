@@ -29,6 +29,8 @@ export interface RestorePlan {
   updatedAt: Date;
   /** Point in time to restore, when one was requested. */
   timestamp?: Date;
+  /** The newest index, left out of a latest-state restore because its first segment is missing. */
+  skippedIndex?: WalIndexPlan;
 }
 
 /** Backup to restore. An unset field means "the latest". */
@@ -70,6 +72,18 @@ export async function planRestore(client: ReplicaClient, target: PlanTarget): Pr
 
   const chosen = segments.filter((s) => s.index >= snapshot.index && (target.index === undefined || s.index <= target.index));
   const indexes = groupByIndex(chosen);
+
+  // For the latest state, a newest index without its first segment holds
+  // only segments stored past an upload that did not finish (see
+  // applyWalIndexes): the latest state ends before that index. Not so for
+  // the snapshot's own index: the snapshot may contain pages of that index's
+  // transactions, which only a replay of the index from its start makes whole.
+  let skippedIndex: WalIndexPlan | undefined;
+  const newest = indexes.at(-1);
+  const latest = target.index === undefined && target.timestamp === undefined;
+  if (latest && newest !== undefined && newest.index > snapshot.index && newest.segments[0]!.offset !== 0) {
+    skippedIndex = indexes.pop();
+  }
   checkChain(indexes, snapshot);
 
   const lastIndex = segments.reduce((max, s) => Math.max(max, s.index), snapshot.index);
@@ -80,6 +94,7 @@ export async function planRestore(client: ReplicaClient, target: PlanTarget): Pr
     lastIndex,
     updatedAt: listing.updatedAt ?? snapshot.createdAt,
     ...(target.timestamp ? { timestamp: target.timestamp } : {}),
+    ...(skippedIndex ? { skippedIndex } : {}),
   };
 }
 

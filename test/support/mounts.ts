@@ -9,7 +9,7 @@ import path from 'node:path';
  * `finally`.
  */
 
-/** Runs `mount` with `args`, throwing its standard error on failure. */
+/** Runs mount(8) with `args` and throws, with its standard error, when it fails. */
 function mount(args: string[]): void {
   execFileSync('mount', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
@@ -34,7 +34,7 @@ export async function mountTmpfs(dir: string, bytes: number): Promise<void> {
   mount(['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir]);
 }
 
-/** Bind-mounts `dir` on itself so that `setReadOnly` can switch it; creates the directory. */
+/** Bind-mounts `dir` on itself, creating the directory, so that `setReadOnly` can switch it. */
 export async function bindMount(dir: string): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
   mount(['--bind', dir, dir]);
