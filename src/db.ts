@@ -12,7 +12,7 @@ import { Mutex } from './mutex.js';
 import { comparePos, formatPos, ZERO_POS } from './pos.js';
 import type { Pos } from './pos.js';
 import { onFileEvent } from './file-events.js';
-import { ShadowWal, fsyncPath, readRange } from './shadow-wal.js';
+import { ShadowWal, fsyncPath, localStateError, readRange } from './shadow-wal.js';
 import { copyFrames, readWalState, verifyWal } from './wal-capture.js';
 import type { Verdict } from './wal-capture.js';
 import { WAL_HEADER_SIZE, frameSize } from './wal.js';
@@ -67,7 +67,7 @@ const MAX_CAPTURE_TIMES = 1024;
 export class DB extends EventEmitter<DBEvents> {
   readonly config: DatabaseConfig;
   readonly name: string;
-  readonly walPath: string;
+  #walPath: string;
   readonly log: Logger;
 
   #conn: Connections | undefined;
@@ -79,6 +79,7 @@ export class DB extends EventEmitter<DBEvents> {
   // SQLite had checkpointed all of it under walship's watch; see verifyWal.
   #complete = false;
   #lastCheckpoint: number;
+  #blockedWarnedAt = 0;
   #checkpointRetryAt = 0;
   #syncMutex = new Mutex();
   #syncQueued = false;
@@ -104,11 +105,20 @@ export class DB extends EventEmitter<DBEvents> {
     super();
     this.config = config;
     this.name = config.name;
-    this.walPath = `${config.path}-wal`;
+    this.#walPath = `${config.path}-wal`;
     this.log = logger.child({ db: config.name });
     // Starts at a random point of the interval, so that databases opened
     // together do not all checkpoint in the same moment.
     this.#lastCheckpoint = Date.now() - Math.random() * config.checkpointInterval;
+  }
+
+  /**
+   * Path of the database's `-wal` file. SQLite names it after the database
+   * file with symlinks resolved, so a database opened through a symlink has
+   * its WAL beside the target, and so does this path once the database is open.
+   */
+  get walPath(): string {
+    return this.#walPath;
   }
 
   /** Directory holding the shadow WAL files of one generation. */
@@ -148,6 +158,7 @@ export class DB extends EventEmitter<DBEvents> {
     await checkDatabaseFile(this.config.path);
     checkSqliteVersion();
 
+    this.#walPath = `${fs.realpathSync(this.config.path)}-wal`;
     this.#conn = openConnections(this.config.path, this.config.busyTimeout);
     this.#pageSize = this.#conn.pageSize;
     // Litestream keeps one descriptor open for the process's life for the same
@@ -157,7 +168,7 @@ export class DB extends EventEmitter<DBEvents> {
     this.#fileId = fileId(fs.fstatSync(this.#fd));
     this.#closed = false;
 
-    await fsp.mkdir(this.config.metaPath, { recursive: true });
+    await makeMetaDir(this.config.metaPath);
     await removeTempFiles(this.config.metaPath);
     await this.#loadState();
 
@@ -227,7 +238,7 @@ export class DB extends EventEmitter<DBEvents> {
     const before = this.pos();
 
     // An idle database: the WAL has not changed since a sync found nothing new.
-    const fingerprint = walFingerprint(this.walPath, Date.now());
+    const fingerprint = walFingerprint(this.#walPath, Date.now());
     if (fingerprint !== '' && fingerprint === this.#idleFingerprint && this.#shadow && !this.#fileReplaced()) {
       await this.#maybeCheckpoint();
       return;
@@ -367,7 +378,7 @@ export class DB extends EventEmitter<DBEvents> {
     }
 
     const shadow = ShadowWal.open(dir, indexes[indexes.length - 1]!);
-    const wal = readWalState(this.walPath);
+    const wal = readWalState(this.#walPath);
 
     // A WAL whose header differs from the shadow's was checkpointed or restarted
     // while walship was stopped: frames may have been lost, so start over.
@@ -405,6 +416,7 @@ export class DB extends EventEmitter<DBEvents> {
     this.#generation = '';
     this.#shadow = undefined;
 
+    this.#walPath = `${fs.realpathSync(this.config.path)}-wal`;
     this.#conn = openConnections(this.config.path, this.config.busyTimeout);
     this.#pageSize = this.#conn.pageSize;
     this.#fd = fs.openSync(this.config.path, 'r');
@@ -415,15 +427,15 @@ export class DB extends EventEmitter<DBEvents> {
   async #capture(coordinatorHeld: boolean): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const shadow = this.#shadow!;
-      const wal = readWalState(this.walPath);
-      const verdict: Verdict = verifyWal(this.walPath, wal, shadow, this.#complete);
+      const wal = readWalState(this.#walPath);
+      const verdict: Verdict = verifyWal(this.#walPath, wal, shadow, this.#complete);
 
       switch (verdict.kind) {
         case 'wait':
           return;
         case 'continue': {
           if (!shadow.header) shadow.writeHeader(wal.headerBytes!, wal.header!);
-          const bytes = copyFrames(this.walPath, shadow);
+          const bytes = copyFrames(this.#walPath, shadow);
           if (bytes > 0) this.#complete = false;
           return;
         }
@@ -442,13 +454,13 @@ export class DB extends EventEmitter<DBEvents> {
   // end, then starts the next index from the new WAL header.
   #followRestart(headerBytes: Buffer): void {
     const old = this.#shadow!;
-    if (!this.#complete) copyFrames(this.walPath, old);
+    if (!this.#complete) copyFrames(this.#walPath, old);
 
     const next = ShadowWal.create(this.shadowDir(this.#generation), old.index + 1);
-    const wal = readWalState(this.walPath);
+    const wal = readWalState(this.#walPath);
     if (wal.header && wal.headerBytes!.equals(headerBytes)) {
       next.writeHeader(wal.headerBytes!, wal.header);
-      copyFrames(this.walPath, next);
+      copyFrames(this.#walPath, next);
     }
     this.#shadow = next;
     this.#complete = false;
@@ -462,15 +474,15 @@ export class DB extends EventEmitter<DBEvents> {
     const conn = this.#conn!;
     const generation = crypto.randomBytes(8).toString('hex');
     const dir = this.shadowDir(generation);
-    const before = readWalState(this.walPath);
+    const before = readWalState(this.#walPath);
 
     const result = this.#checkpointUnlocked('PASSIVE');
     const shadow = ShadowWal.create(dir, 0);
     conn.withWriteLock(() => {
-      const wal = readWalState(this.walPath);
+      const wal = readWalState(this.#walPath);
       if (wal.header) {
         shadow.writeHeader(wal.headerBytes!, wal.header);
-        copyFrames(this.walPath, shadow);
+        copyFrames(this.#walPath, shadow);
       }
       this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
       conn.beginRead();
@@ -551,15 +563,15 @@ export class DB extends EventEmitter<DBEvents> {
     if (!conn || !this.#shadow) return undefined;
 
     await this.#capture(true);
-    const before = readWalState(this.walPath);
+    const before = readWalState(this.#walPath);
     const started = Date.now();
     const result = this.#checkpointUnlocked(mode);
 
     let restartNeeded = false;
     conn.withWriteLock(() => {
-      const wal = readWalState(this.walPath);
-      const verdict = verifyWal(this.walPath, wal, this.#shadow!, false);
-      if (verdict.kind === 'continue') copyFrames(this.walPath, this.#shadow!);
+      const wal = readWalState(this.#walPath);
+      const verdict = verifyWal(this.#walPath, wal, this.#shadow!, false);
+      if (verdict.kind === 'continue') copyFrames(this.#walPath, this.#shadow!);
       else if (verdict.kind === 'restart') this.#followRestart(wal.headerBytes!);
       else if (verdict.kind === 'new-generation') restartNeeded = true;
       this.#complete = verdict.kind === 'continue' && isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, this.#shadow!);
@@ -568,12 +580,27 @@ export class DB extends EventEmitter<DBEvents> {
 
     this.#lastCheckpoint = Date.now();
     this.emit('checkpoint', mode, Date.now() - started, result);
+    this.#warnIfBlocked(mode, result);
     this.log.info(
       { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
       'checkpoint',
     );
     if (restartNeeded) this.#createGeneration('wal overwritten during checkpoint');
     return result;
+  }
+
+  // Warns, at most once a minute, when a checkpoint left frames in the WAL:
+  // another connection's read transaction still uses them, so the WAL grows
+  // until that reader ends. walship keeps shipping meanwhile.
+  #warnIfBlocked(mode: CheckpointMode, result: CheckpointResult | undefined): void {
+    if (!result || (result.busy === 0 && result.checkpointed >= result.log)) return;
+    if (Date.now() - this.#blockedWarnedAt < 60_000) return;
+    this.#blockedWarnedAt = Date.now();
+    const bytes = fs.statSync(this.#walPath, { throwIfNoEntry: false })?.size ?? 0;
+    this.log.warn(
+      { mode, bytes, log: result.log, checkpointed: result.checkpointed, pos: formatPos(this.pos()) },
+      'checkpoint could not finish: a read transaction of another connection still uses old frames, so the WAL grows until it ends',
+    );
   }
 
   // Releases walship's read transaction, runs the checkpoint, and leaves the
@@ -615,7 +642,7 @@ export class DB extends EventEmitter<DBEvents> {
     // polls at the monitor interval on file systems without events.
     let interval = this.config.monitorInterval;
     try {
-      this.#unwatch = onFileEvent(this.walPath, tick);
+      this.#unwatch = onFileEvent(this.#walPath, tick);
       interval = Math.max(interval, WATCHED_POLL_MS);
     } catch (err) {
       this.log.debug({ err }, 'file watching unavailable, polling only');
@@ -657,6 +684,27 @@ function isCompleteCheckpoint(
   if (!result || result.busy !== 0 || result.log !== result.checkpointed) return false;
   if (!headerBefore || !headerAfter) return !headerAfter && shadow.frameCount === 0;
   return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
+}
+
+/**
+ * Creates the meta directory. A recursive mkdir on a read-only file system
+ * fails with ENOENT, so the error is taken from the nearest existing parent,
+ * which names the real cause (EROFS, EACCES).
+ */
+async function makeMetaDir(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (err) {
+    let parent = path.dirname(dir);
+    while (!fs.existsSync(parent) && path.dirname(parent) !== parent) parent = path.dirname(parent);
+    let cause: unknown = err;
+    try {
+      fs.accessSync(parent, fs.constants.W_OK);
+    } catch (accessErr) {
+      cause = accessErr;
+    }
+    throw localStateError(cause, dir);
+  }
 }
 
 /** Identity of a file: device and inode. */

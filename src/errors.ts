@@ -24,7 +24,9 @@ export type WalshipErrorCode =
   /** Another owner holds an unexpired lease on the replica prefix. */
   | 'LEASE_HELD'
   /** A held lease was taken over, deleted or could not be renewed before it expired. */
-  | 'LEASE_LOST';
+  | 'LEASE_LOST'
+  /** walship's local state (the meta directory) could not be written. */
+  | 'IO_ERROR';
 
 /** An error with a stable code; the message names the value or object involved. */
 export class WalshipError extends Error {

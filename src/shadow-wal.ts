@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { WalshipError } from './errors.js';
 import { formatIndex } from './pos.js';
 import { WAL_HEADER_SIZE, frameSize, parseWalHeader, verifyFrame } from './wal.js';
 import type { WalHeader } from './wal.js';
@@ -128,18 +129,37 @@ export class ShadowWal {
   // Appends at the recorded size and fsyncs, so the file never contains bytes
   // that the in-memory state does not account for.
   private append(data: Buffer): void {
-    const fd = fs.openSync(this.path, 'r+');
     try {
-      let written = 0;
-      while (written < data.length) {
-        written += fs.writeSync(fd, data, written, data.length - written, this.size + written);
+      const fd = fs.openSync(this.path, 'r+');
+      try {
+        let written = 0;
+        while (written < data.length) {
+          written += fs.writeSync(fd, data, written, data.length - written, this.size + written);
+        }
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
       }
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+    } catch (err) {
+      throw localStateError(err, this.path);
     }
     this.size += data.length;
   }
+}
+
+/**
+ * Wraps a write error of walship's local state so that it names the file and
+ * says what to do: the shadow WAL lives in the database's meta directory.
+ */
+export function localStateError(err: unknown, filePath: string): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const dir = path.dirname(filePath);
+  let advice = 'check the meta directory';
+  if (code === 'ENOSPC' || code === 'EDQUOT') advice = `free space on the disk of ${dir}, or set meta-path to a directory on another disk`;
+  else if (code === 'EROFS') advice = `${dir} is on a read-only file system: set meta-path to a writable directory`;
+  else if (code === 'EACCES' || code === 'EPERM') advice = `walship may not write to ${dir}: fix its permissions, or set meta-path to a writable directory`;
+  const message = err instanceof Error ? err.message : String(err);
+  return new WalshipError('IO_ERROR', `cannot write walship's local state ${filePath}: ${message}; ${advice}`, { cause: err });
 }
 
 /** Reads `length` bytes at `offset` of a file; fewer when the file ends first. */

@@ -160,7 +160,7 @@ describe('local faults', () => {
 
   test(
     'full-disk error names the path',
-    { timeout: 60_000, todo: 'the ENOSPC error of a shadow WAL append names neither the file nor the meta directory' },
+    { timeout: 60_000 },
     async (t) => {
       if (!mountAllowed) return t.skip('mount is not permitted here');
       await runFullDisk(true);
@@ -174,7 +174,7 @@ describe('local faults', () => {
 
   test(
     'read-only error says read-only',
-    { timeout: 60_000, todo: 'recursive mkdir on a read-only mount fails with ENOENT, which walship logs as is' },
+    { timeout: 60_000 },
     async (t) => {
       if (!mountAllowed) return t.skip('mount is not permitted here');
       await runReadOnlyAtStart(true);
