@@ -148,8 +148,8 @@ export class ShadowWal {
 }
 
 /**
- * Wraps a write error of walship's local state so that it names the file and
- * says what to do: the shadow WAL lives in the database's meta directory.
+ * Wraps a write error of walship's local state so that its message names the
+ * file and what to do. The shadow WAL lives in the database's meta directory.
  */
 export function localStateError(err: unknown, filePath: string): Error {
   const code = (err as NodeJS.ErrnoException).code;
