@@ -3,9 +3,8 @@ import path from 'node:path';
 
 import { Command } from 'commander';
 
-import { directoryDatabase, patternMatcher } from '../config-directory.js';
 import { resolveConfig } from '../config.js';
-import type { Config, DatabaseConfig, ReplicaConfig } from '../config.js';
+import type { Config, ReplicaConfig } from '../config.js';
 import { hasCode, WalshipError } from '../errors.js';
 import { isGeneration, MAX_INDEX } from '../keys.js';
 import type { Logger } from '../logger.js';
@@ -13,6 +12,7 @@ import { formatPos } from '../pos.js';
 import { redactUrl, urlScheme } from '../replica-url.js';
 import { addBucketFlags, addConfigFlags, addLogFlags, bucketReplica, loadCliConfig, makeLogger, rejectFlags } from './common.js';
 import type { BucketFlags, ConfigFlags, LogFlags } from './common.js';
+import { findDatabase } from './inspect-target.js';
 
 /** Flags of `walship restore`. */
 interface RestoreFlags extends ConfigFlags, LogFlags, BucketFlags {
@@ -217,24 +217,9 @@ function fromFlags(replicaEntry: Record<string, unknown>, flags: RestoreFlags, l
   return { replica: db.replicas[0]!, dbName: db.name, outputPath };
 }
 
-/** Returns the database of a `dir:` entry whose directory and pattern cover `dbPath`, if any. */
-function inDirectory(dbPath: string, config: Config): DatabaseConfig | undefined {
-  for (const directory of config.dirs ?? []) {
-    const relative = path.relative(directory.dir, dbPath);
-    if (relative.startsWith('..') || path.isAbsolute(relative)) continue;
-    if (!directory.recursive && relative.includes(path.sep)) continue;
-    if (patternMatcher(directory)(path.basename(dbPath))) return directoryDatabase(directory, dbPath);
-  }
-  return undefined;
-}
-
 /** Finds DB_PATH (or a database name) in the config and picks its replica. */
 function fromConfig(target: string, config: Config, file: string, flags: RestoreFlags): RestoreTarget {
-  const dbPath = path.resolve(target);
-  const db: DatabaseConfig | undefined = config.dbs.find((d) => d.path === dbPath) ?? config.dbs.find((d) => d.name === target) ?? inDirectory(dbPath, config);
-  if (db === undefined) {
-    throw new WalshipError('INVALID_INPUT', `database ${dbPath} is not in ${file}; give a path listed under dbs: or a REPLICA_URL`);
-  }
+  const db = findDatabase(target, config, file);
 
   const replica = flags.replica === undefined ? db.replicas[0] : db.replicas.find((r) => r.name === flags.replica);
   if (replica === undefined) {
