@@ -25,7 +25,7 @@ import { FRAME_HEADER_SIZE, WAL_HEADER_SIZE, frameSize } from './wal.js';
  *   count × (end 4 bytes, delta 4 bytes)
  *
  * `end` is the byte offset within the decompressed segment just past a commit
- * frame; `delta` is the time in ms since the previous entry (the first is 0).
+ * frame. `delta` is the time in ms since the previous entry (0 for the first).
  * An empty list is valid: the segment ends inside a long transaction.
  */
 

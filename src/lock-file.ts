@@ -87,7 +87,7 @@ export class DatabaseLock {
 
   /**
    * Creates the lock file of a database, taking over a stale one. Rejects with
-   * LOCKED, naming the holding pid and host, when a live process holds it.
+   * LOCKED, naming the pid and host of the lock's owner, when that process still runs.
    */
   static async acquire(dbPath: string, options: DatabaseLockOptions = {}): Promise<DatabaseLock> {
     const log = options.logger ?? silentLogger();

@@ -390,7 +390,7 @@ describe('documented walship commands', () => {
     }
     assert.ok(lines.length > 0, 'no aws s3 command found in the pages');
 
-    // s3://my-bucket/users holds a replica, so the copy of the migration page
+    // s3://my-bucket/users contains a replica, so the copy of the migration page
     // lists real objects. --dryrun prints each copy without making it.
     let copies = 0;
     for (const { where, text } of lines) {
@@ -447,7 +447,8 @@ describe('documented files', () => {
     for (const name of ['iam-writer-policy.json', 'iam-restore-policy.json']) {
       const policy = JSON.parse(await fs.readFile(path.join(ROOT, 'deploy', name), 'utf8')) as { Version: string; Statement: { Effect: string; Action: string | string[]; Resource: string }[] };
       assert.equal(policy.Version, '2012-10-17', `${name}: Version`);
-      assert.ok(Array.isArray(policy.Statement) && policy.Statement.length > 0, `${name}: Statement`);
+      assert.ok(Array.isArray(policy.Statement), `${name}: Statement is a list`);
+    assert.ok(policy.Statement.length > 0, `${name}: Statement is not empty`);
       for (const statement of policy.Statement) {
         assert.equal(statement.Effect, 'Allow', `${name}: Effect`);
         assert.match(statement.Resource, /^arn:aws:s3:::my-bucket(\/databases\/.*)?$/, `${name}: Resource`);

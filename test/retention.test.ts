@@ -184,7 +184,7 @@ describe('retention settings', () => {
 
 describe('retention deletes', () => {
   test('DeleteObjects per-key errors', async () => {
-    // DeleteObjects answers 200 and lists the keys it could not delete in its body.
+    // DeleteObjects returns 200 and lists the keys it could not delete in its body.
     const requests: string[] = [];
     const server = http.createServer((req, res) => {
       let body = '';

@@ -16,10 +16,10 @@ import { flushLogs } from './common.js';
  * Exit status:
  * - 0: stopped by SIGINT or SIGTERM with every captured frame stored on every
  *   replica, or with `-once`, every database shipped to every replica.
- * - 1: a final sync failed or the shutdown timed out with WAL left unshipped
- *   (each such database is logged with its position and its replicas'), a
- *   second signal ended the process at once, or with `-once` a database could
- *   not be opened or shipped.
+ * - 1: a final sync failed, or the shutdown timed out with WAL left unshipped
+ *   (each such database is logged with its position and its replicas').
+ *   Also when a second signal ended the process at once, or with `-once` when
+ *   a database could not be opened or shipped.
  * - With `-exec`: the application's own exit status (128 + the signal number
  *   when a signal ended it). When the application exits 0 but WAL was left
  *   unshipped, 1.
@@ -109,7 +109,7 @@ interface Services {
   close(): Promise<void>;
 }
 
-// Starts the control socket, the status server and the heartbeat that the config asks for.
+// Starts the control socket, the status server and the heartbeat that the config sets.
 async function startServices(config: Config, replicator: Replicator, logger: Logger): Promise<Services> {
   const closers: (() => Promise<void>)[] = [];
 

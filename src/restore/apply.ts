@@ -168,8 +168,8 @@ async function writeWalFile(
       }
       if (segment.offset !== length) {
         // A live replica can hold segments past one that is still uploading or
-        // being retried, because several upload at once. So the message tells
-        // the operator to try again before calling the replica damaged.
+        // being retried, because several upload at once. So the message advises
+        // a retry before it calls the replica damaged.
         throw new WalshipError(
           'CORRUPT_REPLICA',
           `missing WAL segment in generation ${segment.generation}: ${segment.key} starts at offset ${segment.offset}, ` +

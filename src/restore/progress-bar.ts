@@ -124,7 +124,9 @@ class Lines implements ProgressDisplay {
   #write(progress: RestoreProgress, now: number): void {
     const speed = rate(progress.bytesDone, this.#started, now);
     const left = Math.max(0, progress.bytesTotal - progress.bytesDone);
-    const eta = progress.done ? 0 : speed > 0 ? Math.ceil(left / speed) : undefined;
+    let eta: number | undefined;
+    if (progress.done) eta = 0;
+    else if (speed > 0) eta = Math.ceil(left / speed);
     const percent = progress.bytesTotal > 0 ? Math.min(100, Math.floor((progress.bytesDone / progress.bytesTotal) * 100)) : 100;
     this.#logger.info(
       {
