@@ -14,7 +14,7 @@ import type { Pos } from './pos.js';
 import { onFileEvent } from './file-events.js';
 import { ShadowWal, fsyncPath, localStateError, readRange } from './shadow-wal.js';
 import { copyFrames, readWalState, verifyWal } from './wal-capture.js';
-import type { Verdict } from './wal-capture.js';
+import type { Verdict, WalState } from './wal-capture.js';
 import { WAL_HEADER_SIZE, frameSize } from './wal.js';
 import { openConnections, checkSqliteVersion } from './sqlite.js';
 import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js';
@@ -467,26 +467,29 @@ export class DB extends EventEmitter<DBEvents> {
     this.log.info({ generation: this.#generation, index: next.index, pos: formatPos(this.pos()) }, 'wal restarted, next index');
   }
 
-  // Starts a generation: checkpoints what it can, then, under SQLite's write
-  // lock, copies the whole current WAL into shadow index 0 and re-takes the
-  // read transaction before any writer can move on.
+  // Starts a generation: checkpoints what it can with walship's read
+  // transaction released, takes the read transaction again, and copies the
+  // whole current WAL into shadow index 0. No write lock is needed. A frame
+  // that the application checkpoints and overwrites before walship reads again
+  // is in the database file, which the generation's first snapshot copies.
+  // Every frame SQLite has not backfilled stays in the WAL under walship's
+  // read transaction until it is copied.
   #createGeneration(reason: string): void {
     const conn = this.#conn!;
     const generation = crypto.randomBytes(8).toString('hex');
     const dir = this.shadowDir(generation);
     const before = readWalState(this.#walPath);
 
-    const result = this.#checkpointUnlocked('PASSIVE');
+    conn.endRead();
+    const result = this.#runCheckpoint(conn, 'PASSIVE');
+    conn.beginRead();
     const shadow = ShadowWal.create(dir, 0);
-    conn.withWriteLock(() => {
-      const wal = readWalState(this.#walPath);
-      if (wal.header) {
-        shadow.writeHeader(wal.headerBytes!, wal.header);
-        copyFrames(this.#walPath, shadow);
-      }
-      this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
-      conn.beginRead();
-    });
+    const wal = readWalState(this.#walPath);
+    if (wal.header) {
+      shadow.writeHeader(wal.headerBytes!, wal.header);
+      copyFrames(this.#walPath, shadow);
+    }
+    this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
 
     // The generation file is written last: until it exists, a restart starts over.
     const file = path.join(this.config.metaPath, 'generation');
@@ -554,29 +557,18 @@ export class DB extends EventEmitter<DBEvents> {
 
   /**
    * Checkpoints with `mode` while the coordinator mutex is held. Every committed
-   * frame is in the fsynced shadow WAL before SQLite may overwrite it: walship
-   * copies first, checkpoints, then copies again under the write lock and
-   * re-takes its read transaction before releasing that lock.
+   * frame is in the fsynced shadow WAL before SQLite may overwrite it. A PASSIVE
+   * checkpoint hands walship's read transaction over to a newer snapshot and
+   * never takes the write lock. RESTART and TRUNCATE copy again under the write
+   * lock and re-take the read transaction before releasing it.
    */
   async checkpoint(mode: CheckpointMode): Promise<CheckpointResult | undefined> {
     const conn = this.#conn;
     if (!conn || !this.#shadow) return undefined;
 
     await this.#capture(true);
-    const before = readWalState(this.#walPath);
     const started = Date.now();
-    const result = this.#checkpointUnlocked(mode);
-
-    let restartNeeded = false;
-    conn.withWriteLock(() => {
-      const wal = readWalState(this.#walPath);
-      const verdict = verifyWal(this.#walPath, wal, this.#shadow!, false);
-      if (verdict.kind === 'continue') copyFrames(this.#walPath, this.#shadow!);
-      else if (verdict.kind === 'restart') this.#followRestart(wal.headerBytes!);
-      else if (verdict.kind === 'new-generation') restartNeeded = true;
-      this.#complete = verdict.kind === 'continue' && isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, this.#shadow!);
-      conn.beginRead();
-    });
+    const { result, lost } = mode === 'PASSIVE' ? this.#checkpointPassive(conn) : this.#checkpointLocked(conn, mode);
 
     this.#lastCheckpoint = Date.now();
     this.emit('checkpoint', mode, Date.now() - started, result);
@@ -585,8 +577,88 @@ export class DB extends EventEmitter<DBEvents> {
       { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
       'checkpoint',
     );
-    if (restartNeeded) this.#createGeneration('wal overwritten during checkpoint');
+    if (lost) this.#createGeneration(lost);
     return result;
+  }
+
+  // Runs a PASSIVE checkpoint without SQLite's write lock, so the application's
+  // writers never wait for walship, and one without a busy timeout never gets
+  // SQLITE_BUSY from it. walship's read transaction moves between its two read
+  // connections instead of being released: the new one begins at the newest
+  // snapshot, and the old one ends only once the shadow holds every frame up to
+  // that snapshot. At every moment a read transaction of walship keeps SQLite
+  // from overwriting a frame walship has not copied. Returns the reason
+  // continuity was lost, if it was.
+  #checkpointPassive(conn: Connections): { result: CheckpointResult | undefined; lost?: string } {
+    const lost = this.#handOverRead(conn, () => this.#copyUnderRead());
+    if (lost) return { result: undefined, lost };
+
+    // The checkpoint backfills frames up to walship's snapshot at most.
+    const before = readWalState(this.#walPath);
+    const result = this.#runCheckpoint(conn, 'PASSIVE');
+
+    // When the checkpoint backfilled every frame and no commit came since, the
+    // next read transaction reads the database file alone, and the
+    // application's next commit restarts the WAL from its start.
+    return { result, lost: this.#handOverRead(conn, () => this.#settleAfterCheckpoint(result, before)) };
+  }
+
+  // Begins a read transaction at the newest snapshot, runs `copy`, which brings
+  // the shadow up to that snapshot, and only then ends the previous read
+  // transaction. When `copy` throws, the new transaction ends instead, so the
+  // previous one keeps protecting the frames the shadow lacks.
+  #handOverRead<T>(conn: Connections, copy: () => T): T {
+    conn.beginNextRead();
+    let result: T;
+    try {
+      result = copy();
+    } catch (err) {
+      conn.cancelNextRead();
+      throw err;
+    }
+    conn.endPreviousRead();
+    return result;
+  }
+
+  // Runs a RESTART or TRUNCATE checkpoint with walship's read transaction
+  // released, then copies what is left under the write lock.
+  #checkpointLocked(conn: Connections, mode: CheckpointMode): { result: CheckpointResult | undefined; lost?: string } {
+    const before = readWalState(this.#walPath);
+    conn.endRead();
+    const result = this.#runCheckpoint(conn, mode);
+    let lost: string | undefined;
+    conn.withWriteLock(() => {
+      lost = this.#settleAfterCheckpoint(result, before);
+      conn.beginRead();
+    });
+    return { result, lost };
+  }
+
+  // Copies the frames that arrived since the capture into the shadow, following
+  // a WAL restart. Returns the reason when continuity with the shadow is lost.
+  #copyUnderRead(): string | undefined {
+    const wal = readWalState(this.#walPath);
+    const verdict = verifyWal(this.#walPath, wal, this.#shadow!, this.#complete);
+    if (verdict.kind === 'new-generation') return verdict.reason;
+    if (verdict.kind === 'restart') this.#followRestart(wal.headerBytes!);
+    else if (verdict.kind === 'continue') {
+      if (!this.#shadow!.header && wal.header) this.#shadow!.writeHeader(wal.headerBytes!, wal.header);
+      if (copyFrames(this.#walPath, this.#shadow!) > 0) this.#complete = false;
+    }
+    return undefined;
+  }
+
+  // Copies what the checkpoint left behind and records whether the shadow now
+  // contains the whole WAL and SQLite has backfilled all of it, so that a
+  // restart of the WAL loses nothing. Runs while a read transaction or the write lock keeps the
+  // WAL from restarting. Returns the reason when continuity is lost.
+  #settleAfterCheckpoint(result: CheckpointResult | undefined, before: WalState): string | undefined {
+    const wal = readWalState(this.#walPath);
+    const verdict = verifyWal(this.#walPath, wal, this.#shadow!, false);
+    if (verdict.kind === 'continue') copyFrames(this.#walPath, this.#shadow!);
+    else if (verdict.kind === 'restart') this.#followRestart(wal.headerBytes!);
+    this.#complete = verdict.kind === 'continue' && isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, this.#shadow!);
+    return verdict.kind === 'new-generation' ? 'wal overwritten during checkpoint' : undefined;
   }
 
   // Warns, at most once a minute, when a checkpoint left frames in the WAL:
@@ -603,11 +675,9 @@ export class DB extends EventEmitter<DBEvents> {
     );
   }
 
-  // Releases walship's read transaction, runs the checkpoint, and leaves the
-  // read transaction released for the caller to re-take under the write lock.
-  #checkpointUnlocked(mode: CheckpointMode): CheckpointResult | undefined {
-    const conn = this.#conn!;
-    conn.endRead();
+  // Runs the checkpoint on the read-write connection. A failure is logged and
+  // returns undefined, which counts as a checkpoint that did not finish.
+  #runCheckpoint(conn: Connections, mode: CheckpointMode): CheckpointResult | undefined {
     try {
       // A RESTART blocks the application's writers while it waits, so it gives
       // up after a short wait and is tried again at the next threshold check.

@@ -39,25 +39,42 @@ export function checkSqliteVersion(): void {
 }
 
 /**
- * walship's two connections to a database.
+ * walship's connections to a database.
  *
- * - `ro`, opened read-only, keeps the long-running read transaction that stops
- *   anyone else from checkpointing past frames walship has not copied. It is
- *   closed last: SQLite deletes the WAL when the last connection closes after a
- *   full checkpoint, but a read-only connection cannot checkpoint, so its close
- *   leaves the WAL (and so the generation) in place. better-sqlite3 has no
- *   file-control call for SQLITE_FCNTL_PERSIST_WAL, which is what Litestream uses.
+ * - Two read-only connections take turns holding the long-running read
+ *   transaction that stops anyone else from checkpointing past frames walship
+ *   has not copied. To move that transaction to a newer snapshot without a
+ *   moment in which walship holds none, the idle connection begins its read
+ *   before the busy one ends its own (`beginNextRead`, `endPreviousRead`).
+ *   They are closed last: SQLite deletes the WAL when the last connection
+ *   closes after a full checkpoint, but a read-only connection cannot
+ *   checkpoint, so its close leaves the WAL (and so the generation) in place.
+ *   better-sqlite3 has no file-control call for SQLITE_FCNTL_PERSIST_WAL,
+ *   which is what Litestream uses.
  * - `rw` runs checkpoints and takes the write lock with BEGIN IMMEDIATE. While
- *   `ro` is open, closing `rw` cannot delete the WAL either, since SQLite only
- *   deletes it when it gets an exclusive lock on the database file.
+ *   a read-only connection is open, closing `rw` cannot delete the WAL either,
+ *   since SQLite only deletes it when it gets an exclusive lock on the
+ *   database file.
  *
  * walship never writes to the database: it adds no table, and its write lock
  * is always rolled back.
  */
 export interface Connections {
   readonly pageSize: number;
+  /** Takes a read transaction on the current read connection unless one is open there. */
   beginRead(): void;
+  /** Ends every read transaction walship holds. */
   endRead(): void;
+  /**
+   * Takes a read transaction at the newest snapshot on the idle read
+   * connection, which becomes the current one. The previous transaction stays
+   * open until `endPreviousRead`.
+   */
+  beginNextRead(): void;
+  /** Ends the read transaction of the previous read connection, if one is open there. */
+  endPreviousRead(): void;
+  /** Ends the newest read transaction and makes the previous connection, still reading, current again. */
+  cancelNextRead(): void;
   /**
    * Runs `PRAGMA wal_checkpoint(mode)`. `busyTimeout` (ms) caps how long a
    * RESTART or TRUNCATE waits for the write lock and for readers, since the
@@ -76,7 +93,7 @@ export interface Connections {
 /** Opens walship's connections, switches the database to WAL mode and takes the read transaction. */
 export function openConnections(dbPath: string, busyTimeout: number): Connections {
   const rw = new Database(dbPath, { fileMustExist: true, timeout: busyTimeout });
-  let ro: Database.Database | undefined;
+  const readers: Database.Database[] = [];
   try {
     const mode = String(rw.pragma('journal_mode = wal', { simple: true }));
     if (mode !== 'wal') {
@@ -85,12 +102,12 @@ export function openConnections(dbPath: string, busyTimeout: number): Connection
     rw.pragma('wal_autocheckpoint = 0');
     const pageSize = Number(rw.pragma('page_size', { simple: true }));
 
-    ro = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: busyTimeout });
-    const conns = new SqliteConnections(rw, ro, pageSize);
+    for (let i = 0; i < 2; i++) readers.push(new Database(dbPath, { readonly: true, fileMustExist: true, timeout: busyTimeout }));
+    const conns = new SqliteConnections(rw, readers as [Database.Database, Database.Database], pageSize);
     conns.beginRead();
     return conns;
   } catch (err) {
-    ro?.close();
+    for (const reader of readers) reader.close();
     rw.close();
     if (err instanceof WalshipError) throw err;
     throw new WalshipError('INVALID_INPUT', `database ${dbPath}: cannot open: ${(err as Error).message}`, { cause: err });
@@ -100,25 +117,39 @@ export function openConnections(dbPath: string, busyTimeout: number): Connection
 class SqliteConnections implements Connections {
   readonly pageSize: number;
   #rw: Database.Database;
-  #ro: Database.Database;
-  #probe: Database.Statement;
+  #readers: [Reader, Reader];
+  // Index in #readers of the connection holding the newest read transaction.
+  #current = 0;
 
-  constructor(rw: Database.Database, ro: Database.Database, pageSize: number) {
+  constructor(rw: Database.Database, readers: [Database.Database, Database.Database], pageSize: number) {
     this.#rw = rw;
-    this.#ro = ro;
+    this.#readers = [new Reader(readers[0]), new Reader(readers[1])];
     this.pageSize = pageSize;
-    this.#probe = ro.prepare('SELECT COUNT(*) FROM sqlite_master');
   }
 
   beginRead(): void {
-    if (this.#ro.inTransaction) return;
-    this.#ro.exec('BEGIN');
-    // A deferred transaction takes its read lock at the first read.
-    this.#probe.get();
+    this.#readers[this.#current].begin();
   }
 
   endRead(): void {
-    if (this.#ro.inTransaction) this.#ro.exec('COMMIT');
+    for (const reader of this.#readers) reader.end();
+  }
+
+  beginNextRead(): void {
+    const next = 1 - this.#current;
+    // A transaction left on the idle connection would pin an old snapshot.
+    this.#readers[next].end();
+    this.#readers[next].begin();
+    this.#current = next;
+  }
+
+  endPreviousRead(): void {
+    this.#readers[1 - this.#current].end();
+  }
+
+  cancelNextRead(): void {
+    this.#readers[this.#current].end();
+    this.#current = 1 - this.#current;
   }
 
   checkpoint(mode: CheckpointMode, busyTimeout?: number): CheckpointResult {
@@ -153,6 +184,32 @@ class SqliteConnections implements Connections {
   close(): void {
     this.#rw.close();
     this.endRead();
-    this.#ro.close();
+    for (const reader of this.#readers) reader.close();
+  }
+}
+
+/** A read-only connection and the statement that makes its transaction take the read lock. */
+class Reader {
+  #db: Database.Database;
+  #probe: Database.Statement;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.#probe = db.prepare('SELECT COUNT(*) FROM sqlite_master');
+  }
+
+  begin(): void {
+    if (this.#db.inTransaction) return;
+    this.#db.exec('BEGIN');
+    // A deferred transaction takes its read lock at the first read.
+    this.#probe.get();
+  }
+
+  end(): void {
+    if (this.#db.inTransaction) this.#db.exec('COMMIT');
+  }
+
+  close(): void {
+    this.#db.close();
   }
 }

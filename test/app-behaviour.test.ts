@@ -188,16 +188,30 @@ describe('application behaviour', () => {
   });
 
   test(
-    'writer without busy timeout: PASSIVE',
-    { timeout: 60_000, todo: 'walship takes the write lock after every checkpoint, PASSIVE too, so a writer without a busy timeout gets SQLITE_BUSY' },
-    async () => {
+    'writer without busy timeout: start and PASSIVE',
+    { timeout: 60_000 },
+    async (t) => {
       // maxCheckpointPageCount 0 leaves walship with PASSIVE checkpoints only.
       await withHarness({ database: { minCheckpointPageCount: 50, maxCheckpointPageCount: 0 } }, async (h) => {
         const writer = await h.openWriter({ busyTimeout: 0 });
+        // The application already writes while walship starts its generation.
+        const writing = writer.insert({ transactions: 60, rows: 5, bytes: 1000, pauseMs: 1, tag: 'during start' });
         const replicator = await h.startReplicator();
-        for (let burst = 0; burst < 5; burst++) {
+        await writing;
+        for (let burst = 0; burst < 4; burst++) {
           await writer.insert({ transactions: 60, rows: 5, bytes: 1000, pauseMs: 1, tag: `burst ${burst}` });
         }
+        // Under continuous commits a checkpoint rarely finds every frame
+        // backfilled, so the WAL restarts once the application slows down to
+        // about one commit every 150 ms.
+        let slowCommits = 0;
+        const restarted = await waitFor(async () => {
+          if (h.logsWith('wal restarted, next index').length > 0) return true;
+          await writer.insert({ transactions: 1, rows: 5, bytes: 1000, tag: 'slow' });
+          slowCommits++;
+          await sleep(150);
+          return false;
+        });
         await replicator.sync();
         const sourceHash = contentHash(h.dbPath);
         await h.stopReplicator(replicator);
@@ -206,11 +220,38 @@ describe('application behaviour', () => {
         const modes = new Set(h.logsWith('checkpoint').map((r) => r.mode));
         assert.deepEqual([...modes], ['PASSIVE'], h.logText());
         assert.equal(stats.busy, 0, `SQLITE_BUSY caused by walship:\n${stats.busyErrors.join('\n')}\n${h.logText()}`);
-        assert.equal(stats.commits, 300);
+        assert.equal(stats.commits, 300 + slowCommits);
+        t.diagnostic(`checkpoints ${h.logsWith('checkpoint').length}, commits before the WAL restarted ${300 + slowCommits}`);
+        assert.ok(restarted, `the WAL never restarted\n${h.logText()}`);
         await assertRestoreEquals(h, sourceHash);
       });
     },
   );
+
+  test('own checkpoints beside PASSIVE, no busy timeout', { timeout: 60_000 }, async (t) => {
+    await withHarness({ database: { minCheckpointPageCount: 20, maxCheckpointPageCount: 0 } }, async (h) => {
+      const writer = await h.openWriter({ busyTimeout: 0 });
+      const replicator = await h.startReplicator();
+      const outcomes: string[] = [];
+      for (let round = 0; round < 8; round++) {
+        await writer.insert({ transactions: 40, rows: 5, bytes: 1000, pauseMs: 1, tag: `round ${round}` });
+        const mode = round % 2 === 1 ? 'TRUNCATE' : 'PASSIVE';
+        const outcome = await writer.checkpoint(mode);
+        outcomes.push(`${mode} ${JSON.stringify(outcome)}`);
+      }
+      await replicator.sync();
+      const sourceHash = contentHash(h.dbPath);
+      await h.stopReplicator(replicator);
+      const stats = await writer.close();
+      t.diagnostic(`application checkpoints: ${outcomes.join('; ')}; wal restarts ${h.logsWith('wal restarted, next index').length}`);
+
+      assert.equal(stats.busy, 0, `SQLITE_BUSY caused by walship:\n${stats.busyErrors.join('\n')}\n${h.logText()}`);
+      assert.equal(stats.commits, 320);
+      // Only the generation of the start: every checkpoint kept continuity.
+      assert.equal(generationReasons(h).length, 1, h.logText());
+      await assertRestoreEquals(h, sourceHash);
+    });
+  });
 
   test('locking_mode=EXCLUSIVE names the database', { timeout: 60_000 }, async (t) => {
     await withHarness({}, async (h) => {
