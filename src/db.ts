@@ -478,10 +478,9 @@ export class DB extends EventEmitter<DBEvents> {
     const conn = this.#conn!;
     const generation = crypto.randomBytes(8).toString('hex');
     const dir = this.shadowDir(generation);
-    const before = readWalState(this.#walPath);
 
     conn.endRead();
-    const result = this.#runCheckpoint(conn, 'PASSIVE');
+    this.#runCheckpoint(conn);
     conn.beginRead();
     const shadow = ShadowWal.create(dir, 0);
     const wal = readWalState(this.#walPath);
@@ -489,7 +488,13 @@ export class DB extends EventEmitter<DBEvents> {
       shadow.writeHeader(wal.headerBytes!, wal.header);
       copyFrames(this.#walPath, shadow);
     }
-    this.#complete = isCompleteCheckpoint(result, before.headerBytes, wal.headerBytes, shadow);
+
+    // The application may have committed and checkpointed while walship held
+    // no read transaction, so the first checkpoint's counts prove nothing
+    // about the WAL copied. A second one, under the read transaction, reports
+    // whether the shadow now contains every frame, all of them backfilled.
+    const probe = this.#runCheckpoint(conn);
+    this.#complete = isCompleteCheckpoint(probe, wal.headerBytes, readWalState(this.#walPath).headerBytes, shadow);
 
     // The generation file is written last: until it exists, a restart starts over.
     const file = path.join(this.config.metaPath, 'generation');
@@ -559,8 +564,8 @@ export class DB extends EventEmitter<DBEvents> {
    * Checkpoints with `mode` while the coordinator mutex is held. Every committed
    * frame is in the fsynced shadow WAL before SQLite may overwrite it. A PASSIVE
    * checkpoint hands walship's read transaction over to a newer snapshot and
-   * never takes the write lock. RESTART and TRUNCATE copy again under the write
-   * lock and re-take the read transaction before releasing it.
+   * never takes the write lock. RESTART and TRUNCATE run the same steps while
+   * holding the write lock, so that the WAL restarts at the next commit.
    */
   async checkpoint(mode: CheckpointMode): Promise<CheckpointResult | undefined> {
     const conn = this.#conn;
@@ -568,7 +573,7 @@ export class DB extends EventEmitter<DBEvents> {
 
     await this.#capture(true);
     const started = Date.now();
-    const { result, lost } = mode === 'PASSIVE' ? this.#checkpointPassive(conn) : this.#checkpointLocked(conn, mode);
+    const { result, lost } = mode === 'PASSIVE' ? this.#checkpointPassive(conn) : this.#checkpointBlockingWriters(conn);
 
     this.#lastCheckpoint = Date.now();
     this.emit('checkpoint', mode, Date.now() - started, result);
@@ -581,13 +586,13 @@ export class DB extends EventEmitter<DBEvents> {
     return result;
   }
 
-  // Runs a PASSIVE checkpoint without SQLite's write lock, so the application's
-  // writers never wait for walship, and one without a busy timeout never gets
+  // Runs a PASSIVE checkpoint that takes no write lock, so the application's
+  // writers do not wait for it, and one without a busy timeout gets no
   // SQLITE_BUSY from it. walship's read transaction moves between its two read
-  // connections instead of being released: the new one begins at the newest
-  // snapshot, and the old one ends only once the shadow holds every frame up to
-  // that snapshot. At every moment a read transaction of walship keeps SQLite
-  // from overwriting a frame walship has not copied. Returns the reason
+  // connections instead of being released. The new one begins at the newest
+  // snapshot, and the old one ends only once the shadow contains every frame
+  // up to that snapshot. At every moment a read transaction of walship keeps
+  // SQLite from overwriting a frame walship has not copied. Returns the reason
   // continuity was lost, if it was.
   #checkpointPassive(conn: Connections): { result: CheckpointResult | undefined; lost?: string } {
     const lost = this.#handOverRead(conn, () => this.#copyUnderRead());
@@ -595,7 +600,7 @@ export class DB extends EventEmitter<DBEvents> {
 
     // The checkpoint backfills frames up to walship's snapshot at most.
     const before = readWalState(this.#walPath);
-    const result = this.#runCheckpoint(conn, 'PASSIVE');
+    const result = this.#runCheckpoint(conn);
 
     // When the checkpoint backfilled every frame and no commit came since, the
     // next read transaction reads the database file alone, and the
@@ -620,18 +625,27 @@ export class DB extends EventEmitter<DBEvents> {
     return result;
   }
 
-  // Runs a RESTART or TRUNCATE checkpoint with walship's read transaction
-  // released, then copies what is left under the write lock.
-  #checkpointLocked(conn: Connections, mode: CheckpointMode): { result: CheckpointResult | undefined; lost?: string } {
-    const before = readWalState(this.#walPath);
-    conn.endRead();
-    const result = this.#runCheckpoint(conn, mode);
-    let lost: string | undefined;
-    conn.withWriteLock(() => {
-      lost = this.#settleAfterCheckpoint(result, before);
-      conn.beginRead();
-    });
-    return { result, lost };
+  // Runs walship's RESTART (and TRUNCATE) checkpoint: the PASSIVE one while a
+  // connection of walship holds SQLite's write lock. No commit can come
+  // between the checkpoint and walship's next read transaction. So, unless an
+  // application reader still uses old frames, the checkpoint backfills the
+  // whole WAL, the new read transaction reads the database file alone, and the
+  // application's next commit restarts the WAL. Unlike SQLite's RESTART, it
+  // waits for the write lock at most RESTART_BUSY_TIMEOUT_MS and does not wait
+  // for readers, so it gives up rather than stall the application's writers.
+  // Like SQLite's RESTART, it reports busy when frames are left unbackfilled.
+  #checkpointBlockingWriters(conn: Connections): { result: CheckpointResult | undefined; lost?: string } {
+    let outcome: { result: CheckpointResult | undefined; lost?: string };
+    try {
+      outcome = conn.withWriteLock(Math.min(RESTART_BUSY_TIMEOUT_MS, this.config.busyTimeout), () => this.#checkpointPassive(conn));
+    } catch (err) {
+      if (!isBusyError(err)) throw err;
+      return { result: { busy: 1, log: -1, checkpointed: -1 } };
+    }
+
+    const result = outcome.result;
+    if (result && result.checkpointed < result.log) return { ...outcome, result: { ...result, busy: 1 } };
+    return outcome;
   }
 
   // Copies the frames that arrived since the capture into the shadow, following
@@ -666,6 +680,9 @@ export class DB extends EventEmitter<DBEvents> {
   // until that reader ends. walship keeps shipping meanwhile.
   #warnIfBlocked(mode: CheckpointMode, result: CheckpointResult | undefined): void {
     if (!result || (result.busy === 0 && result.checkpointed >= result.log)) return;
+    // A log of -1 means the checkpoint never started, because another
+    // connection held the write lock or ran a checkpoint: no reader is to blame.
+    if (result.log < 0) return;
     if (Date.now() - this.#blockedWarnedAt < 60_000) return;
     this.#blockedWarnedAt = Date.now();
     const bytes = fs.statSync(this.#walPath, { throwIfNoEntry: false })?.size ?? 0;
@@ -675,15 +692,13 @@ export class DB extends EventEmitter<DBEvents> {
     );
   }
 
-  // Runs the checkpoint on the read-write connection. A failure is logged and
-  // returns undefined, which counts as a checkpoint that did not finish.
-  #runCheckpoint(conn: Connections, mode: CheckpointMode): CheckpointResult | undefined {
+  // Runs a PASSIVE checkpoint on the read-write connection. A failure is
+  // logged and returns undefined, which counts as a checkpoint that did not finish.
+  #runCheckpoint(conn: Connections): CheckpointResult | undefined {
     try {
-      // A RESTART blocks the application's writers while it waits, so it gives
-      // up after a short wait and is tried again at the next threshold check.
-      return conn.checkpoint(mode, mode === 'PASSIVE' ? undefined : Math.min(RESTART_BUSY_TIMEOUT_MS, this.config.busyTimeout));
+      return conn.checkpoint();
     } catch (err) {
-      this.log.warn({ err, mode }, 'checkpoint failed');
+      this.log.warn({ err }, 'checkpoint failed');
       return undefined;
     }
   }
@@ -754,6 +769,11 @@ function isCompleteCheckpoint(
   if (!result || result.busy !== 0 || result.log !== result.checkpointed) return false;
   if (!headerBefore || !headerAfter) return !headerAfter && shadow.frameCount === 0;
   return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
+}
+
+/** Reports whether an error is SQLite's SQLITE_BUSY or one of its extended codes. */
+function isBusyError(err: unknown): boolean {
+  return String((err as { code?: unknown } | undefined)?.code ?? '').startsWith('SQLITE_BUSY');
 }
 
 /**

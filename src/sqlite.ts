@@ -51,10 +51,10 @@ export function checkSqliteVersion(): void {
  *   checkpoint, so its close leaves the WAL (and so the generation) in place.
  *   better-sqlite3 has no file-control call for SQLITE_FCNTL_PERSIST_WAL,
  *   which is what Litestream uses.
- * - `rw` runs checkpoints and takes the write lock with BEGIN IMMEDIATE. While
- *   a read-only connection is open, closing `rw` cannot delete the WAL either,
- *   since SQLite only deletes it when it gets an exclusive lock on the
- *   database file.
+ * - `rw` runs PASSIVE checkpoints. While a read-only connection is open,
+ *   closing `rw` cannot delete the WAL either, since SQLite only deletes it
+ *   when it gets an exclusive lock on the database file. The same holds for
+ *   the short-lived connection that `withWriteLock` opens.
  *
  * walship never writes to the database: it adds no table, and its write lock
  * is always rolled back.
@@ -75,18 +75,16 @@ export interface Connections {
   endPreviousRead(): void;
   /** Ends the newest read transaction and makes the previous connection, still reading, current again. */
   cancelNextRead(): void;
+  /** Runs `PRAGMA wal_checkpoint(PASSIVE)` on the read-write connection. */
+  checkpoint(): CheckpointResult;
   /**
-   * Runs `PRAGMA wal_checkpoint(mode)`. `busyTimeout` (ms) caps how long a
-   * RESTART or TRUNCATE waits for the write lock and for readers, since the
-   * application's writers wait behind it meanwhile.
+   * Runs `fn` while a connection of its own holds SQLite's write lock, so no
+   * writer can append to or restart the WAL meanwhile. The lock is waited for
+   * at most `timeoutMs`, then the SQLITE_BUSY error is thrown. `fn` is
+   * synchronous so that the lock is never held while other code on this
+   * thread, perhaps the application, runs.
    */
-  checkpoint(mode: CheckpointMode, busyTimeout?: number): CheckpointResult;
-  /**
-   * Runs `fn` holding SQLite's write lock, then takes the read transaction
-   * again before releasing it. `fn` is synchronous so that the lock is never
-   * held while other code on this thread, perhaps the application, runs.
-   */
-  withWriteLock<T>(fn: () => T): T;
+  withWriteLock<T>(timeoutMs: number, fn: () => T): T;
   close(): void;
 }
 
@@ -103,7 +101,7 @@ export function openConnections(dbPath: string, busyTimeout: number): Connection
     const pageSize = Number(rw.pragma('page_size', { simple: true }));
 
     for (let i = 0; i < 2; i++) readers.push(new Database(dbPath, { readonly: true, fileMustExist: true, timeout: busyTimeout }));
-    const conns = new SqliteConnections(rw, readers as [Database.Database, Database.Database], pageSize);
+    const conns = new SqliteConnections(dbPath, rw, readers as [Database.Database, Database.Database], pageSize);
     conns.beginRead();
     return conns;
   } catch (err) {
@@ -116,12 +114,14 @@ export function openConnections(dbPath: string, busyTimeout: number): Connection
 
 class SqliteConnections implements Connections {
   readonly pageSize: number;
+  #path: string;
   #rw: Database.Database;
   #readers: [Reader, Reader];
   // Index in #readers of the connection holding the newest read transaction.
   #current = 0;
 
-  constructor(rw: Database.Database, readers: [Database.Database, Database.Database], pageSize: number) {
+  constructor(dbPath: string, rw: Database.Database, readers: [Database.Database, Database.Database], pageSize: number) {
+    this.#path = dbPath;
     this.#rw = rw;
     this.#readers = [new Reader(readers[0]), new Reader(readers[1])];
     this.pageSize = pageSize;
@@ -152,32 +152,23 @@ class SqliteConnections implements Connections {
     this.#current = 1 - this.#current;
   }
 
-  checkpoint(mode: CheckpointMode, busyTimeout?: number): CheckpointResult {
-    if (busyTimeout === undefined) return (this.#rw.pragma(`wal_checkpoint(${mode})`) as CheckpointResult[])[0]!;
-
-    const previous = Number(this.#rw.pragma('busy_timeout', { simple: true }));
-    this.#rw.pragma(`busy_timeout = ${Math.floor(busyTimeout)}`);
-    try {
-      return (this.#rw.pragma(`wal_checkpoint(${mode})`) as CheckpointResult[])[0]!;
-    } finally {
-      this.#rw.pragma(`busy_timeout = ${previous}`);
-    }
+  checkpoint(): CheckpointResult {
+    return (this.#rw.pragma('wal_checkpoint(PASSIVE)') as CheckpointResult[])[0]!;
   }
 
-  withWriteLock<T>(fn: () => T): T {
+  withWriteLock<T>(timeoutMs: number, fn: () => T): T {
+    // A connection of its own, because `rw` must stay outside any transaction
+    // to run the checkpoint while the lock is held.
+    const locker = new Database(this.#path, { fileMustExist: true, timeout: Math.max(0, Math.floor(timeoutMs)) });
     try {
-      this.#rw.exec('BEGIN IMMEDIATE');
-    } catch (err) {
-      this.beginRead();
-      throw err;
-    }
-    try {
-      return fn();
+      locker.exec('BEGIN IMMEDIATE');
+      try {
+        return fn();
+      } finally {
+        locker.exec('ROLLBACK');
+      }
     } finally {
-      // The read transaction is taken again before the write lock goes, so no
-      // writer can restart the WAL in between.
-      this.beginRead();
-      this.#rw.exec('ROLLBACK');
+      locker.close();
     }
   }
 

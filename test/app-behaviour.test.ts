@@ -445,6 +445,46 @@ describe('application behaviour', () => {
       await assertRestoreEquals(h, sourceHash);
     });
   });
+
+  test('checkpoint race with application checkpoints', { timeout: 90_000 }, async (t) => {
+    // walship checkpoints every few pages, PASSIVE and RESTART, while three
+    // writers commit with a small automatic checkpoint and a fourth connection
+    // runs every checkpoint mode in turn. Each WAL restart must keep the
+    // generation, and the restore must equal the source.
+    await withHarness({ database: { minCheckpointPageCount: 8, maxCheckpointPageCount: 60 } }, async (h) => {
+      const writers = [];
+      for (let i = 0; i < 3; i++) writers.push(await h.openWriter({ autocheckpoint: 20 }));
+      const checkpointer = await h.openWriter();
+      const replicator = await h.startReplicator();
+
+      let writing = true;
+      const modes = ['PASSIVE', 'TRUNCATE', 'FULL', 'RESTART'] as const;
+      const outcomes = new Map<string, number>();
+      const checkpoints = (async () => {
+        for (let i = 0; writing && i < 10_000; i++) {
+          const outcome = await checkpointer.checkpoint(modes[i % modes.length]!, 10);
+          const key = `${modes[i % modes.length]} ${outcome.ok ? (outcome.busy ? 'busy' : 'done') : outcome.code}`;
+          outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+          await sleep(5);
+        }
+      })();
+      const counts = await Promise.all(writers.map((w, i) => w.insert({ transactions: 150, rows: 3, bytes: 800, pauseMs: 2, tag: `writer ${i}` })));
+      writing = false;
+      await checkpoints;
+
+      await replicator.sync();
+      const sourceHash = contentHash(h.dbPath);
+      await h.stopReplicator(replicator);
+      for (const w of [...writers, checkpointer]) await w.close();
+
+      const restarts = h.logsWith('wal restarted, next index').length;
+      t.diagnostic(`wal restarts ${restarts}, walship checkpoints ${h.logsWith('checkpoint').length}, application checkpoints ${JSON.stringify(Object.fromEntries(outcomes))}`);
+      for (const [i, c] of counts.entries()) assert.equal(c.commits, 150, `commits of writer ${i}: ${c.busyErrors.join('\n')}`);
+      assert.ok(restarts > 0, `the WAL never restarted\n${h.logText()}`);
+      assert.deepEqual(generationReasons(h), ['no generation exists'], h.logText());
+      await assertRestoreEquals(h, sourceHash);
+    });
+  });
 });
 
 /** Builds the config of one database at `dbPath` with the harness's file replica and thresholds. */

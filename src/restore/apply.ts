@@ -246,13 +246,25 @@ function checkpointWal(dbPath: string, plan: WalIndexPlan): void {
       throw new WalshipError('CORRUPT_REPLICA', `snapshot is in journal mode "${String(mode)}", so WAL index ${formatIndex(plan.index)} cannot be applied`);
     }
 
-    const [result] = db.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number; log: number; checkpointed: number }>;
+    let result: { busy: number; log: number; checkpointed: number } | undefined;
+    try {
+      [result] = db.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number; log: number; checkpointed: number }>;
+    } catch (err) {
+      if (!isCorruptionError(err)) throw err;
+      throw new WalshipError('CORRUPT_REPLICA', `WAL index ${formatIndex(plan.index)} does not apply to the database restored so far: ${(err as Error).message}`, { cause: err });
+    }
     if (result === undefined || result.busy !== 0) {
       throw new Error(`checkpoint of WAL index ${formatIndex(plan.index)} did not complete (busy=${result?.busy}); is another process using ${dbPath}?`);
     }
   } finally {
     db.close();
   }
+}
+
+/** Reports whether SQLite rejected a file as damaged or as no database (SQLITE_CORRUPT, SQLITE_NOTADB and their extended codes). */
+function isCorruptionError(err: unknown): boolean {
+  const code = String((err as { code?: unknown } | undefined)?.code ?? '');
+  return code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB');
 }
 
 /** Runs `PRAGMA integrity_check` and rejects with CORRUPT_REPLICA unless it returns "ok". */
@@ -262,6 +274,10 @@ export function checkIntegrity(dbPath: string, generation: string): void {
   let problems: string[];
   try {
     problems = (db.pragma('integrity_check', { simple: false }) as Array<{ integrity_check: string }>).map((row) => row.integrity_check);
+  } catch (err) {
+    // A file damaged badly enough makes the check itself fail instead of listing problems.
+    if (!isCorruptionError(err)) throw err;
+    problems = [(err as Error).message];
   } finally {
     db.close();
   }
