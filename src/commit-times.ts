@@ -135,39 +135,65 @@ export function decodeCommitTimes(payload: Buffer): CommitTime[] | undefined {
 }
 
 /**
- * Magic number of walship's snapshot-time skippable frame, in front of a
+ * Magic number of walship's snapshot skippable frame, in front of a
  * snapshot's data frame. It records when the snapshot began, to the
- * millisecond, where S3 lists object times in whole seconds.
+ * millisecond, where S3 lists object times in whole seconds, and how much of
+ * its WAL index a restore must apply on top of it.
  */
 export const SNAPSHOT_TIME_MAGIC = 0x184d2a58;
 
 const SNAPSHOT_TAG = Buffer.from('WSST', 'latin1');
-const SNAPSHOT_PAYLOAD_SIZE = SNAPSHOT_TAG.length + 1 + 8;
+// Version 1 has the time only; version 2 adds the WAL offset.
+const SNAPSHOT_V1_PAYLOAD_SIZE = SNAPSHOT_TAG.length + 1 + 8;
+const SNAPSHOT_V2_PAYLOAD_SIZE = SNAPSHOT_V1_PAYLOAD_SIZE + 8;
 
-/**
- * Encodes the time a snapshot began (ms since the Unix epoch) as a skippable
- * frame. Every transaction in the snapshot committed before that time.
- */
-export function encodeSnapshotTime(takenAt: number): Buffer {
-  const payload = Buffer.alloc(SNAPSHOT_PAYLOAD_SIZE);
+/** Fields walship records in front of a snapshot. */
+export interface SnapshotHeader {
+  /** When the snapshot began, in ms since the Unix epoch. Every transaction in it committed before then. */
+  takenAt: number;
+  /**
+   * Byte offset in the snapshot's WAL index up to which a restore must apply
+   * segments. SQLite may have checkpointed frames up to there into the
+   * database file while the snapshot read it, so the snapshot alone can mix
+   * pages of different transactions. Undefined for a version 1 frame.
+   */
+  walOffset?: number;
+}
+
+/** Encodes a snapshot's start time and required WAL offset as a skippable frame. */
+export function encodeSnapshotHeader(info: SnapshotHeader): Buffer {
+  const payload = Buffer.alloc(SNAPSHOT_V2_PAYLOAD_SIZE);
   SNAPSHOT_TAG.copy(payload, 0);
-  payload.writeUInt8(VERSION, 4);
-  payload.writeBigUInt64LE(BigInt(Math.max(0, Math.round(takenAt))), 5);
+  payload.writeUInt8(2, 4);
+  payload.writeBigUInt64LE(BigInt(Math.max(0, Math.round(info.takenAt))), 5);
+  payload.writeBigUInt64LE(BigInt(Math.max(0, info.walOffset ?? 0)), 13);
   return skippableFrame(SNAPSHOT_TIME_MAGIC, payload);
 }
 
 /**
- * Decodes a frame written by encodeSnapshotTime from the first bytes of a
- * snapshot object. Returns undefined when they hold no such frame.
+ * Decodes a frame written by encodeSnapshotHeader, or the version 1 frame of
+ * earlier walship releases, from the first bytes of a snapshot object.
+ * Returns undefined when they contain no such frame.
  */
-export function decodeSnapshotTime(head: Uint8Array): number | undefined {
+export function decodeSnapshotHeader(head: Uint8Array): SnapshotHeader | undefined {
   const buf = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
-  if (buf.length < 8 + SNAPSHOT_PAYLOAD_SIZE) return undefined;
-  if (buf.readUInt32LE(0) !== SNAPSHOT_TIME_MAGIC || buf.readUInt32LE(4) !== SNAPSHOT_PAYLOAD_SIZE) return undefined;
-  const payload = buf.subarray(8, 8 + SNAPSHOT_PAYLOAD_SIZE);
-  if (!payload.subarray(0, SNAPSHOT_TAG.length).equals(SNAPSHOT_TAG) || payload.readUInt8(4) !== VERSION) return undefined;
-  return Number(payload.readBigUInt64LE(5));
+  if (buf.length < 8 || buf.readUInt32LE(0) !== SNAPSHOT_TIME_MAGIC) return undefined;
+  const size = buf.readUInt32LE(4);
+  if (buf.length < 8 + size) return undefined;
+  return decodeSnapshotHeaderPayload(buf.subarray(8, 8 + size));
 }
 
-/** Bytes at the start of a snapshot object that hold its time frame, when it has one. */
-export const SNAPSHOT_TIME_FRAME_SIZE = 8 + SNAPSHOT_PAYLOAD_SIZE;
+/** Decodes the payload of a snapshot skippable frame (without its magic and size). */
+export function decodeSnapshotHeaderPayload(payload: Buffer): SnapshotHeader | undefined {
+  const size = payload.length;
+  if (size !== SNAPSHOT_V1_PAYLOAD_SIZE && size !== SNAPSHOT_V2_PAYLOAD_SIZE) return undefined;
+  if (!payload.subarray(0, SNAPSHOT_TAG.length).equals(SNAPSHOT_TAG)) return undefined;
+  const version = payload.readUInt8(4);
+  const takenAt = Number(payload.readBigUInt64LE(5));
+  if (version === 1 && size === SNAPSHOT_V1_PAYLOAD_SIZE) return { takenAt };
+  if (version === 2 && size === SNAPSHOT_V2_PAYLOAD_SIZE) return { takenAt, walOffset: Number(payload.readBigUInt64LE(13)) };
+  return undefined;
+}
+
+/** Bytes at the start of a snapshot object that contain its info frame, when it has one. */
+export const SNAPSHOT_HEADER_FRAME_SIZE = 8 + SNAPSHOT_V2_PAYLOAD_SIZE;

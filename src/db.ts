@@ -37,6 +37,13 @@ export interface SnapshotSource {
   fd: number;
   /** Database file size when the snapshot started. */
   size: number;
+  /**
+   * Length of the shadow WAL of `index` when the snapshot started. SQLite can
+   * checkpoint frames up to walship's read transaction into the database file
+   * while the snapshot reads it, and every such frame lies before this offset,
+   * so a restore must apply the index at least this far.
+   */
+  walOffset: number;
 }
 
 /**
@@ -291,7 +298,7 @@ export class DB extends EventEmitter<DBEvents> {
         throw new WalshipError('NO_GENERATION', `database ${this.name}: no generation to snapshot`);
       }
       const size = fs.fstatSync(this.#fd).size;
-      return fn({ generation: pos.generation, index: pos.index, fd: this.#fd, size });
+      return fn({ generation: pos.generation, index: pos.index, fd: this.#fd, size, walOffset: pos.offset });
     });
   }
 

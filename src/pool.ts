@@ -103,7 +103,7 @@ export class ShipPool {
       const started = Date.now();
       const { result, storedBytes } = await streamSnapshot(this, task.fd, task.size, (port) =>
         this.#pool.run({ client: task.client, key: task.key, port } satisfies PutStreamTask, { name: 'putStream', transferList: [port] }) as Promise<ShipResult>,
-        task.takenAt,
+        task.header,
       );
       unwrap(result, task.key);
       return { rawBytes: task.size, storedBytes, elapsedMs: Date.now() - started };

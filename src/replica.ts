@@ -496,12 +496,20 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   }
 
   // Uploads a snapshot of the database at the current index; the WAL of that
-  // index is then shipped from offset 0.
+  // index is then shipped from offset 0. The snapshot records how far its
+  // index must be applied (source.walOffset). A snapshot of a generation this
+  // replica already ships goes up only once the WAL is stored that far, so a
+  // restore never finds it without the segments it needs. The first snapshot
+  // of a generation must be its first object, and there a crash before the
+  // segments are stored leaves a snapshot that walship's restore rejects.
   async #snapshot(options: { keepPosition?: boolean } = {}): Promise<void> {
     await this.db.withSnapshot(async (source) => {
       const key = snapshotKey('', source.generation, source.index);
+      if (options.keepPosition && this.#pos.generation === source.generation) await this.#ship();
+
       const started = Date.now();
-      const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, takenAt: Date.now() });
+      const header = { takenAt: Date.now(), walOffset: source.walOffset };
+      const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, header });
       if (!options.keepPosition) {
         this.#pos = { generation: source.generation, index: source.index, offset: 0 };
         this.#confirmed = this.#pos;

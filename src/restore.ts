@@ -128,9 +128,11 @@ async function restoreFrom(
   const progress = trackProgress(plan, options.onProgress);
   let applied: ApplyResult;
   try {
-    await writeSnapshot(client, snapshot, tmpPath, options.pool, progress);
+    const written = await writeSnapshot(client, snapshot, tmpPath, options.pool, progress);
+    const walOffset = written.header?.walOffset;
     applied = await applyWalIndexes(client, tmpPath, generation, plan.indexes, {
       ...options,
+      ...(walOffset !== undefined ? { required: { key: snapshot.key, index: snapshot.index, offset: walOffset } } : {}),
       until: options.timestamp,
       progress,
       ...(options.index === undefined && options.timestamp === undefined ? { latestIndex: plan.lastIndex, snapshotIndex: snapshot.index } : {}),

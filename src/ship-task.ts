@@ -1,6 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 
-import type { CommitTime } from './commit-times.js';
+import type { CommitTime, SnapshotHeader } from './commit-times.js';
 import type { ReplicaClientConfig } from './replica/client.js';
 
 /**
@@ -31,8 +31,8 @@ export interface PutSnapshotTask {
   fd: number;
   /** Bytes to read from offset 0. */
   size: number;
-  /** When the snapshot began, ms since the Unix epoch; stored in front of the data frame. */
-  takenAt?: number;
+  /** Start time and required WAL offset, stored in a skippable frame in front of the data frame. */
+  header?: SnapshotHeader;
 }
 
 /** Result of a ship task. */

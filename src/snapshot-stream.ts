@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import { MessageChannel } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 
-import { encodeSnapshotTime } from './commit-times.js';
+import { encodeSnapshotHeader } from './commit-times.js';
+import type { SnapshotHeader } from './commit-times.js';
 import { BLOCK_SIZE, frameHeader, frameTrailer, loadHasher } from './lz4.js';
 
 /**
@@ -43,7 +44,7 @@ export async function streamSnapshot<T>(
   fd: number,
   size: number,
   startUpload: (port: MessagePort) => Promise<T>,
-  takenAt?: number,
+  snapshotHeader?: SnapshotHeader,
 ): Promise<{ result: T; storedBytes: number }> {
   const { port1, port2 } = new MessageChannel();
   const upload = startUpload(port2);
@@ -72,8 +73,8 @@ export async function streamSnapshot<T>(
   let storedBytes = 0;
   try {
     const hash = (await loadHasher()).create32(0);
-    if (takenAt !== undefined) {
-      const time = new Uint8Array(encodeSnapshotTime(takenAt));
+    if (snapshotHeader !== undefined) {
+      const time = new Uint8Array(encodeSnapshotHeader(snapshotHeader));
       storedBytes += time.length;
       await send(time);
     }

@@ -247,10 +247,13 @@ test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 },
           result = await restore({ client: direct, outputPath: output });
         } catch (err) {
           // A kill during parallel uploads can leave a segment stored behind
-          // one that never was, in the snapshot's own index. The restore then
-          // refuses until walship's next start deletes it; nothing is lost, and
-          // the final restore below must succeed.
-          if (!hasCode(err, 'CORRUPT_REPLICA') || !/missing WAL segment/.test((err as Error).message)) throw err;
+          // one that never was, in the snapshot's own index, and a kill just
+          // after a generation's first snapshot leaves it without the segments
+          // it needs. The restore then refuses until walship's next start
+          // ships them; nothing is lost, and the final restore below must succeed.
+          if (!hasCode(err, 'CORRUPT_REPLICA') || !/missing WAL segment|needs WAL index/.test((err as Error).message)) {
+            throw new Error(`restore failed: ${(err as Error).message}\n${label}`, { cause: err });
+          }
           assert.ok(!fs.existsSync(output), `a refused restore left ${output}, ${label}`);
           summary.refused++;
         }

@@ -9,12 +9,20 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { parseTimestamp } from '../src/cli/restore.js';
-import { COMMIT_TIMES_MAGIC, decodeCommitTimes, encodeCommitTimes, findCommitEnds } from '../src/commit-times.js';
+import {
+  COMMIT_TIMES_MAGIC,
+  SNAPSHOT_TIME_MAGIC,
+  decodeCommitTimes,
+  decodeSnapshotHeader,
+  encodeCommitTimes,
+  encodeSnapshotHeader,
+  findCommitEnds,
+} from '../src/commit-times.js';
 import { WalshipError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { LZ4FrameReader, decodeFrame, loadHasher } from '../src/lz4.js';
 import type { FileClientConfig } from '../src/replica/client.js';
-import { listSegments } from '../src/replica/listing.js';
+import { listSegments, listSnapshots } from '../src/replica/listing.js';
 import { restore } from '../src/restore.js';
 import type { RestoreProgress } from '../src/restore.js';
 import { PROGRESS_LINE_INTERVAL_MS, progressDisplay } from '../src/restore/progress-bar.js';
@@ -188,6 +196,67 @@ describe('commit times', () => {
     const out = await outputPath('litestream');
     execFileSync(LITESTREAM, ['restore', '-o', out, replicaUrl('file')], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: scratch }, stdio: 'pipe', timeout: 20_000 });
     assert.equal(checkedHash(out), latestHash);
+  });
+});
+
+describe('snapshot header', () => {
+  test('version 2 round trip', () => {
+    const frame = encodeSnapshotHeader({ takenAt: 1_700_000_000_123, walOffset: 32 + 10 * 4120 });
+    assert.equal(frame.readUInt32LE(0), SNAPSHOT_TIME_MAGIC);
+    assert.equal(frame.readUInt32LE(4), frame.length - 8);
+    assert.deepEqual(decodeSnapshotHeader(frame), { takenAt: 1_700_000_000_123, walOffset: 32 + 10 * 4120 });
+    // A cut frame is no header.
+    assert.equal(decodeSnapshotHeader(frame.subarray(0, frame.length - 1)), undefined);
+  });
+
+  test('version 1 has the time only', () => {
+    // The frame of earlier walship releases: tag, version 1, time.
+    const payload = Buffer.alloc(13);
+    payload.write('WSST', 0, 'latin1');
+    payload.writeUInt8(1, 4);
+    payload.writeBigUInt64LE(1_700_000_000_456n, 5);
+    const frame = Buffer.alloc(8 + payload.length);
+    frame.writeUInt32LE(SNAPSHOT_TIME_MAGIC, 0);
+    frame.writeUInt32LE(payload.length, 4);
+    payload.copy(frame, 8);
+    assert.deepEqual(decodeSnapshotHeader(frame), { takenAt: 1_700_000_000_456 });
+  });
+
+  test('restore rejects snapshot without its WAL', { timeout: 60_000 }, async () => {
+    // The WAL contains frames when walship starts, so the first snapshot records
+    // that its index must be applied past them. Without the segments, as after
+    // a crash between the snapshot's upload and theirs, the restore must refuse.
+    const local = await Harness.create({ kinds: ['file'] });
+    try {
+      const writer = await local.openWriter();
+      await writer.insert({ transactions: 20, rows: 5, bytes: 1000, tag: 'before walship' });
+      const replicator = await local.startReplicator();
+      await replicator.sync();
+      await local.stopReplicator(replicator);
+      await writer.close();
+
+      const generation = (await local.generations('file'))[0]!;
+      const snapshotKey = await local.withClient('file', async (client) => {
+        const [snapshot] = await listSnapshots(client, generation);
+        const header = decodeSnapshotHeader((await client.get(snapshot!.key)).subarray(0, 64));
+        assert.ok(header?.walOffset !== undefined, `snapshot header ${JSON.stringify(header)}`);
+        assert.ok(header.walOffset > 32, `snapshot header ${JSON.stringify(header)}`);
+        await client.delete((await listSegments(client, generation)).map((s) => s.key));
+        return snapshot!.key;
+      });
+
+      const out = path.join(local.dir, 'restored.db');
+      await assert.rejects(restore({ client: local.replicaConfig('file'), outputPath: out }), (err: unknown) => {
+        assert.ok(err instanceof WalshipError, String(err));
+        assert.equal(err.code, 'CORRUPT_REPLICA');
+        assert.match(err.message, new RegExp(`snapshot ${snapshotKey} needs WAL index 00000000 applied up to offset \\d+`));
+        assert.match(err.message, /start walship on this database again/);
+        return true;
+      });
+      await assert.rejects(fs.access(out), 'no output file after the refused restore');
+    } finally {
+      await local.cleanup();
+    }
   });
 });
 

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 
 import { move } from 'piscina';
 
-import { encodeCommitTimes, encodeSnapshotTime } from '../src/commit-times.js';
+import { encodeCommitTimes, encodeSnapshotHeader } from '../src/commit-times.js';
 import { LZ4FrameEncoder, decodeBlock as decodeLz4Block, encodeBlock, encodeFrame, loadHasher } from '../src/lz4.js';
 import type { ReplicaClient, ReplicaClientConfig } from '../src/replica/client.js';
 import { createReplicaClient } from '../src/replica/create.js';
@@ -55,8 +55,8 @@ export async function putSnapshot(task: PutSnapshotTask): Promise<ShipResult> {
     let stored = 0;
     const body = Readable.from(
       (async function* () {
-        if (task.takenAt !== undefined) {
-          const frame = encodeSnapshotTime(task.takenAt);
+        if (task.header !== undefined) {
+          const frame = encodeSnapshotHeader(task.header);
           stored += frame.length;
           yield frame;
         }

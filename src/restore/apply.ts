@@ -10,8 +10,8 @@ import type { Pos } from '../pos.js';
 import type { ShipPool } from '../pool.js';
 import type { ReplicaClient } from '../replica/client.js';
 import type { SnapshotInfo } from '../replica/listing.js';
-import { COMMIT_TIMES_MAGIC, decodeCommitTimes } from '../commit-times.js';
-import type { CommitTime } from '../commit-times.js';
+import { COMMIT_TIMES_MAGIC, SNAPSHOT_TIME_MAGIC, decodeCommitTimes, decodeSnapshotHeaderPayload } from '../commit-times.js';
+import type { CommitTime, SnapshotHeader } from '../commit-times.js';
 import { parseWalHeader, WAL_HEADER_SIZE } from '../wal.js';
 import { decodeObjectInto, fetchSegmentsInOrder, openObject } from './download.js';
 import type { FetchedSegment } from './download.js';
@@ -24,20 +24,34 @@ import type { WalIndexPlan } from './plan.js';
  * and frame checksums, and keeps only the committed frames.
  */
 
-/** Decodes a snapshot into a new file at `dbPath` and returns the file's length. */
+/** A snapshot decoded into the restore's file. */
+export interface WrittenSnapshot {
+  /** Bytes written. */
+  length: number;
+  /** walship's header frame of the snapshot; undefined for a snapshot Litestream wrote. */
+  header?: SnapshotHeader;
+}
+
+/** Decodes a snapshot into a new file at `dbPath`. */
 export async function writeSnapshot(
   client: ReplicaClient,
   snapshot: SnapshotInfo,
   dbPath: string,
   pool?: ShipPool,
   progress?: DecodeProgress,
-): Promise<number> {
+): Promise<WrittenSnapshot> {
   const file = await fs.open(dbPath, 'wx');
   try {
-    const hooks = progress ? { onBytes: progress.bytes } : {};
+    let header: SnapshotHeader | undefined;
+    const hooks = {
+      onSkippable: (magic: number, payload: Buffer) => {
+        if (magic === SNAPSHOT_TIME_MAGIC) header = decodeSnapshotHeaderPayload(payload) ?? header;
+      },
+      ...(progress ? { onBytes: progress.bytes } : {}),
+    };
     const length = await decodeObjectInto(openObject(client, snapshot.key), file, snapshot.key, client.location, pool, hooks);
     progress?.object();
-    return length;
+    return { length, ...(header ? { header } : {}) };
   } finally {
     await file.close();
   }
@@ -69,6 +83,12 @@ export interface ApplyOptions {
   snapshotIndex?: number;
   /** Called with stored bytes as they arrive, and once per finished segment. */
   progress?: DecodeProgress;
+  /**
+   * How far the snapshot's own index must be applied, from the snapshot's
+   * header: SQLite may have checkpointed frames up to there into the database
+   * file while walship read it. A restore that ends short of it rejects.
+   */
+  required?: { key: string; index: number; offset: number };
 }
 
 /** Progress callbacks of a restore's downloads. */
@@ -103,9 +123,15 @@ export async function applyWalIndexes(
   const fetched = fetchSegmentsInOrder(client, segments, options.parallelism);
 
   const result: ApplyResult = { pos: undefined };
+  const required = options.required !== undefined && options.required.offset > WAL_HEADER_SIZE ? options.required : undefined;
+  let requiredReached = required === undefined;
   try {
     for (const plan of indexes) {
       const written = await writeWalFile(`${dbPath}-wal`, plan, fetched, client.location, options);
+      if (required !== undefined && plan.index === required.index) {
+        if (written.length < required.offset) throw incompleteSnapshotIndex(required, written.length, options.until !== undefined);
+        requiredReached = true;
+      }
       checkpointWal(dbPath, plan);
       result.pos = { generation, index: plan.index, offset: written.length };
       if (written.lastCommitAt !== undefined) result.lastCommitAt = written.lastCommitAt;
@@ -115,7 +141,25 @@ export async function applyWalIndexes(
   } finally {
     await fetched.return(undefined);
   }
+  if (!requiredReached) throw incompleteSnapshotIndex(required!, 0, options.until !== undefined);
   return result;
+}
+
+/**
+ * Builds the error for a snapshot whose own WAL index is not stored (or, at a
+ * point in time, not applied) as far as the snapshot requires. This happens
+ * when walship stopped between storing a generation's first snapshot and the
+ * segments after it.
+ */
+function incompleteSnapshotIndex(required: { key: string; index: number; offset: number }, reached: number, atTime: boolean): WalshipError {
+  const advice = atTime
+    ? 'choose a later -timestamp, or an earlier snapshot with -index'
+    : 'start walship on this database again so that it stores them, or restore the previous generation with -generation';
+  return new WalshipError(
+    'CORRUPT_REPLICA',
+    `snapshot ${required.key} needs WAL index ${formatIndex(required.index)} applied up to offset ${required.offset}, ` +
+      `but the restore reaches offset ${reached} of it: ${advice}`,
+  );
 }
 
 /** Outcome of writing one WAL index. */

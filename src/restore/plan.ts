@@ -1,4 +1,4 @@
-import { SNAPSHOT_TIME_FRAME_SIZE, decodeSnapshotTime } from '../commit-times.js';
+import { SNAPSHOT_HEADER_FRAME_SIZE, decodeSnapshotHeader } from '../commit-times.js';
 import { WalshipError } from '../errors.js';
 import { isGeneration, MAX_INDEX } from '../keys.js';
 import { formatIndex } from '../pos.js';
@@ -301,9 +301,9 @@ async function readSnapshotTime(client: ReplicaClient, key: string): Promise<num
     for await (const chunk of stream) {
       parts.push(chunk as Buffer);
       length += (chunk as Buffer).length;
-      if (length >= SNAPSHOT_TIME_FRAME_SIZE) break;
+      if (length >= SNAPSHOT_HEADER_FRAME_SIZE) break;
     }
-    return decodeSnapshotTime(Buffer.concat(parts, length));
+    return decodeSnapshotHeader(Buffer.concat(parts, length))?.takenAt;
   } finally {
     stream.destroy();
   }
