@@ -26,7 +26,7 @@ import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js'
  */
 const WATCHED_POLL_MS = 1000;
 
-/** Maximum wait of a RESTART checkpoint for the write lock and for readers, in ms. */
+/** Maximum wait of a RESTART checkpoint for the write lock, in ms. Readers are not waited for: see #checkpointBlockingWriters. */
 const RESTART_BUSY_TIMEOUT_MS = 100;
 
 /** Source of a snapshot: the database file, read through walship's long-lived descriptor. */
