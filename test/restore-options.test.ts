@@ -380,6 +380,36 @@ describe('restore flags on walship replicas', () => {
     assert.match(run.stderr, /no replica named "gcs".*file, s3/);
   });
 
+  test('several replicas: the newest backup wins', async () => {
+    // The config's first replica is a stale copy of the file replica: its
+    // newest segment is gone and its objects are an hour older.
+    const root = (h.replicaConfig('file') as FileClientConfig).root;
+    const stale = await fs.mkdtemp(path.join(scratch, 'stale-replica-'));
+    await fs.cp(root, stale, { recursive: true });
+    const files = (await fs.readdir(stale, { recursive: true })).map((f) => path.join(stale, String(f)));
+    const segments = files.filter((f) => f.endsWith('.wal.lz4')).sort();
+    await fs.rm(segments.at(-1)!);
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    for (const file of files.filter((f) => f !== segments.at(-1))) await fs.utimes(file, hourAgo, hourAgo);
+
+    const config = await h.writeConfigFile();
+    const text = await fs.readFile(config, 'utf8');
+    const staleConfig = path.join(scratch, 'stale.yml');
+    await fs.writeFile(staleConfig, text.replace(`path: ${root}`, `path: ${stale}`));
+
+    const out = await outputPath('newest-replica');
+    const run = await walship(['restore', '-config', staleConfig, '-o', out, h.dbPath]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /restoring from the replica with the newest backup .*replica=s3/);
+    assert.equal(checkedHash(out), latestHash);
+
+    // Named, the stale replica is still the one read.
+    const named = await outputPath('stale-replica');
+    const staleRun = await walship(['restore', '-config', staleConfig, '-replica', 'file', '-o', named, h.dbPath]);
+    assert.equal(staleRun.code, 0, staleRun.stderr);
+    assert.notEqual(checkedHash(named), latestHash);
+  });
+
   test('plain progress lines go to the log when stderr is not a terminal', async () => {
     const out = await outputPath('progress');
     const run = await walship(['restore', '-o', out, replicaUrl('file')]);

@@ -29,6 +29,8 @@ interface RestoreFlags extends ConfigFlags, LogFlags, BucketFlags {
 /** Replica to read and output file to write, resolved from the flags. */
 interface RestoreTarget {
   replica: ReplicaConfig;
+  /** Every replica of the database, when it has several and -replica names none. */
+  candidates?: ReplicaConfig[];
   dbName: string;
   outputPath: string;
 }
@@ -47,7 +49,7 @@ export function restoreCommand(): Command {
     .option('--index <hex>', 'last WAL index to apply, in hex, up to 7fffffff; needs -generation (default: the last one)')
     .option('--timestamp <time>', 'restore the state after the last transaction committed at or before this RFC 3339 time, e.g. 2024-05-01T12:00:00Z (default: the latest state)')
     .option('--parallelism <n>', `WAL segment downloads in flight at once (default: ${DEFAULT_PARALLELISM})`)
-    .option('--replica <name>', 'with DB_PATH: name of the replica to restore from (default: the first replica)')
+    .option('--replica <name>', 'with DB_PATH: name of the replica to restore from (default: the replica with the newest backup)')
     .option('--if-db-not-exists', 'exit 0 without restoring when the output file already exists (default: off, an existing output file is an error)')
     .option('--if-replica-exists', 'exit 0 without restoring when the replica contains no backup (default: off, an empty replica is an error)');
   addBucketFlags(command);
@@ -88,10 +90,19 @@ async function restoreDatabase(target: string | undefined, flags: RestoreFlags):
   // once the arguments are known to be valid.
   const { restore } = await import('../restore.js');
   const { progressDisplay } = await import('../restore/progress-bar.js');
+  let replica = resolved.replica;
+  if (resolved.candidates !== undefined) {
+    const { chooseNewestReplica } = await import('./choose-replica.js');
+    // With no backup anywhere, the first replica's restore below reports it.
+    replica = await chooseNewestReplica(resolved.candidates, options, logger.child({ db: resolved.dbName })).catch((err: unknown) => {
+      if (hasCode(err, 'NO_GENERATION')) return resolved.replica;
+      throw err;
+    });
+  }
   const display = progressDisplay(process.stderr, logger.child({ db: resolved.dbName }));
   try {
     const result = await restore({
-      client: resolved.replica.client,
+      client: replica.client,
       outputPath: resolved.outputPath,
       logger,
       dbName: resolved.dbName,
@@ -227,5 +238,6 @@ function fromConfig(target: string, config: Config, file: string, flags: Restore
     const problem = flags.replica === undefined ? 'no replicas' : `no replica named "${flags.replica}"`;
     throw new WalshipError('INVALID_INPUT', `database ${db.path} in ${file} has ${problem}; its replicas: ${names}`);
   }
-  return { replica, dbName: db.name, outputPath: path.resolve(flags.output ?? db.path) };
+  const candidates = flags.replica === undefined && db.replicas.length > 1 ? db.replicas : undefined;
+  return { replica, ...(candidates ? { candidates } : {}), dbName: db.name, outputPath: path.resolve(flags.output ?? db.path) };
 }
