@@ -48,7 +48,7 @@ let tx = 0;
 let busy = 0;
 const timer = setInterval(() => {
   const next = tx + 1;
-  const [rows, bytes] = next % 40 === 0 ? [2000, 4096] : [1, 200];
+  const [rows, bytes] = next % 160 === 0 ? [2000, 4096] : [1, 200];
   try {
     commit(next, rows, bytes);
   } catch (err) {
@@ -156,7 +156,7 @@ test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 },
   const dbPath = path.join(dir, 'crash.db');
   const txLog = path.join(dir, 'committed.txt');
   const children: ChildProcess[] = [];
-  const summary = { rounds: 0, truncates: 0, restores: 0, refused: 0, verified: 0, shippedLines: 0 };
+  const summary = { rounds: 0, truncates: 0, restores: 0, refused: 0, refusedHole: 0, refusedSnapshotWal: 0, verified: 0, shippedLines: 0 };
   // The newest position walship logged as shipped, in any round.
   let lastShipped: Pos | undefined;
   const context = () => `seed ${seed} (replay with SEED=${seed}), ${JSON.stringify(summary)}, ${proxy.describe()}`;
@@ -226,8 +226,9 @@ test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 },
     // transactions that reaches every position walship logged as shipped.
     for (let round = 0; round < ROUNDS; round++) {
       const run = start();
-      // walship needs about a second to start and take its lease before it ships.
-      await sleep(1200 + Math.floor(next() * 2500));
+      // walship needs about a second to start and take its lease before it
+      // ships; shorter rounds would rarely see a snapshot and its WAL stored.
+      await sleep(1500 + Math.floor(next() * 4000));
       // On a busy machine walship may not have shipped yet. The last round
       // with nothing shipped so far waits for a first segment (bounded), so
       // that the rounds always cover a kill after shipping.
@@ -261,7 +262,12 @@ test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 },
           const empty = hasCode(err, 'NO_GENERATION') && summary.shippedLines === 0;
           if (!refused && !empty) throw new Error(`restore failed: ${(err as Error).message}\n${label}`, { cause: err });
           assert.ok(!fs.existsSync(output), `a failed restore left ${output}, ${label}`);
-          if (refused) summary.refused++;
+          if (refused) {
+            summary.refused++;
+            if (/needs WAL index/.test((err as Error).message)) summary.refusedSnapshotWal++;
+            else summary.refusedHole++;
+            if (process.env.CRASH_VERBOSE === '1') console.error(`round ${round} refused: ${(err as Error).message}`);
+          }
         }
       }
       if (result !== undefined) {
