@@ -502,6 +502,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // restore never finds it without the segments it needs. The first snapshot
   // of a generation must be its first object, and there a crash before the
   // segments are stored leaves a snapshot that walship's restore rejects.
+  // NOTE: Litestream v0.3 reads no such record, so in that window it restores
+  // the snapshot with the segments it finds, which may mix transactions.
   async #snapshot(options: { keepPosition?: boolean } = {}): Promise<void> {
     await this.db.withSnapshot(async (source) => {
       const key = snapshotKey('', source.generation, source.index);
