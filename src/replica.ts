@@ -10,7 +10,7 @@ import { segmentKey, snapshotKey } from './keys.js';
 import type { Logger } from './logger.js';
 import { decodeFrame } from './lz4.js';
 import { Mutex } from './mutex.js';
-import type { ShipPool } from './pool.js';
+import type { ShipPool, ShipStats } from './pool.js';
 import { ZERO_POS, comparePos, formatIndex, formatPos } from './pos.js';
 import type { Pos } from './pos.js';
 import type { ReplicaClient } from './replica/client.js';
@@ -72,6 +72,8 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // Last position the store confirmed. Unlike #pos, it survives a failed sync,
   // so lag keeps counting from what is really stored.
   #confirmed: Pos = ZERO_POS;
+  // Segments stored before their generation's first snapshot, reported once it is stored.
+  #heldReports: Upload[] | undefined;
   #mutex = new Mutex();
   #timer: NodeJS.Timeout | undefined;
   #dirty = false;
@@ -247,7 +249,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         );
         return false;
       }
-      await this.#snapshot({ keepPosition: true });
+      await this.#snapshot();
       return true;
     });
   }
@@ -368,6 +370,12 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.#pos = upload.post;
     this.#confirmed = upload.post;
     this.#savePosition();
+    if (this.#heldReports !== undefined) this.#heldReports.push(upload);
+    else this.#report(upload);
+  }
+
+  // Logs a stored segment as a shipped transaction and emits `shipped`.
+  #report(upload: Upload): void {
     this.#txLog.info(
       { pre: formatPos(upload.pre), post: formatPos(upload.post), elapsed: `${Date.now() - upload.started}ms`, replica: this.name, bytes: upload.bytes, key: upload.key },
       'new transaction:',
@@ -496,33 +504,44 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   }
 
   // Uploads a snapshot of the database at the current index; the WAL of that
-  // index is then shipped from offset 0. The snapshot records how far its
-  // index must be applied (source.walOffset). A snapshot of a generation this
-  // replica already ships goes up only once the WAL is stored that far, so a
-  // restore never finds it without the segments it needs. The first snapshot
-  // of a generation must be its first object, and there a crash before the
-  // segments are stored leaves a snapshot that walship's restore rejects.
-  // NOTE: Litestream v0.3 reads no such record, so in that window it restores
-  // the snapshot with the segments it finds, which may mix transactions.
-  async #snapshot(options: { keepPosition?: boolean } = {}): Promise<void> {
+  // index is shipped from offset 0. The snapshot records how far its index
+  // must be applied (source.walOffset), and goes up only once the segments
+  // are stored that far, so no restore finds it without them. For a new
+  // generation this stores segments before the generation has a snapshot:
+  // restores pass over such a generation (Litestream v0.3.13 fails on it
+  // with "no snapshots available"), and its segments are reported as shipped
+  // only once the snapshot is stored.
+  async #snapshot(): Promise<void> {
     await this.db.withSnapshot(async (source) => {
       const key = snapshotKey('', source.generation, source.index);
-      if (options.keepPosition && this.#pos.generation === source.generation) await this.#ship();
-
-      const started = Date.now();
-      const header = { takenAt: Date.now(), walOffset: source.walOffset };
-      const stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, header });
-      if (!options.keepPosition) {
+      if (this.#pos.generation !== source.generation) {
         this.#pos = { generation: source.generation, index: source.index, offset: 0 };
         this.#confirmed = this.#pos;
-        this.#savePosition();
+        // Segments an earlier attempt stored may be cut at other offsets.
+        await this.#trimAfter(this.#pos);
+        this.#heldReports = [];
       }
+
+      let stats: ShipStats;
+      const started = Date.now();
+      try {
+        await this.#ship();
+        const header = { takenAt: Date.now(), walOffset: source.walOffset };
+        stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, header });
+      } catch (err) {
+        this.#heldReports = undefined;
+        throw err;
+      }
+
       this.log.info(
         { generation: source.generation, index: source.index, key, bytes: stats.rawBytes, stored: stats.storedBytes, elapsed: `${Date.now() - started}ms` },
         'snapshot written',
       );
       this.emit('upload', 'snapshot', stats.rawBytes, stats.storedBytes, stats.elapsedMs);
       this.emit('snapshot', source.generation, source.index, stats.rawBytes);
+      const held = this.#heldReports ?? [];
+      this.#heldReports = undefined;
+      for (const upload of held) this.#report(upload);
     });
   }
 }

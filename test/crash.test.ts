@@ -245,17 +245,17 @@ test('replicate survives SIGKILL rounds', { timeout: 60_000 + ROUNDS * 15_000 },
       const lastChance = round === ROUNDS - 1 && summary.restores === 0;
       const output = path.join(dir, `round-${round}.db`);
       let result: Awaited<ReturnType<typeof restore>> | undefined;
-      // A restore runs whether or not this round shipped: a kill before the
-      // first segment of a new generation is one of the moments to cover.
+      // A restore runs whether or not this round shipped: a kill around the
+      // first snapshot of a new generation is one of the moments to cover.
       if (next() < 0.6 || lastChance) {
         const label = `round ${round}, ${context()}\n${run.stderr().split('\n').filter((l) => /"level":"(warn|error)"/.test(l)).join('\n')}`;
         try {
           result = await restore({ client: direct, outputPath: output });
         } catch (err) {
           // A kill during parallel uploads can leave a segment stored behind
-          // one that never was, in the snapshot's own index, and a kill just
-          // after a generation's first snapshot leaves it without the segments
-          // it needs. The restore then refuses until walship's next start
+          // one that never was, in the snapshot's own index. A snapshot whose
+          // segments are missing would be refused too, although walship stores
+          // them first. The restore then refuses until walship's next start
           // ships them; nothing is lost, and the final restore below must succeed.
           const refused = hasCode(err, 'CORRUPT_REPLICA') && /missing WAL segment|needs WAL index/.test((err as Error).message);
           // Before the first snapshot is stored there is nothing to restore.

@@ -6,8 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 
 import type { S3ClientConfig } from '../src/replica/client.js';
-import { listSegments, listSnapshots } from '../src/replica/listing.js';
+import { listGenerations, listSegments, listSnapshots } from '../src/replica/listing.js';
 import { S3ReplicaClient } from '../src/replica/s3-client.js';
+import { hasCode } from '../src/errors.js';
 import { restore } from '../src/restore.js';
 import { contentHash, integrityCheck } from './support/content.js';
 import { FaultProxy } from './support/fault-proxy.js';
@@ -246,6 +247,48 @@ describe('shipping through faults', () => {
       // can be stored before the trim removes it. This counts the samples that saw one.
       console.log(`failing segment ${target}: ${gapsSeen} samples showed a later segment stored past it`);
     } finally {
+      await h.cleanup();
+      await proxy.close();
+    }
+  });
+});
+
+describe('first snapshot of a generation', () => {
+  test('segments go up first, reported after', { timeout: 60_000 }, async () => {
+    const proxy = await FaultProxy.start(server.endpoint, { seed: SEED });
+    const h = await proxiedHarness(proxy);
+    const direct = new S3ReplicaClient(directConfig(h));
+    try {
+      // The WAL contains frames, so the first snapshot needs segments of index 0.
+      const writer = await h.openWriter();
+      await writer.insert({ transactions: 20, rows: 5, bytes: 1000, tag: 'before walship' });
+      const removeRule = proxy.addRule({ fault: 'internal-error', operation: ['PutObject', 'UploadPart', 'CreateMultipartUpload'], key: /\/snapshots\// });
+      const replicator = await h.startReplicator();
+
+      // While every snapshot upload fails, the segments it needs are stored,
+      // but none is reported as shipped and nothing can be restored.
+      await eventually(async () => {
+        const [generation] = await listGenerations(direct);
+        assert.ok(generation !== undefined, 'no generation stored');
+        assert.ok((await listSegments(direct, generation)).length > 0, 'no segment stored before the snapshot');
+      });
+      assert.deepEqual(shippedKeys(h), [], `segments reported before the snapshot, ${proxy.describe()}`);
+      const early = path.join(h.dir, 'early.db');
+      await assert.rejects(restore({ client: directConfig(h), outputPath: early }), (err: unknown) => hasCode(err, 'NO_GENERATION'));
+
+      // Once snapshots go through, the segments are reported and the restore matches.
+      removeRule();
+      await eventually(async () => {
+        const [generation] = await listGenerations(direct);
+        assert.equal((await listSnapshots(direct, generation!)).length, 1, 'snapshot not stored after the fault ended');
+      });
+      await replicator.sync();
+      assert.ok(shippedKeys(h).length > 0, `no segment reported after the snapshot\n${h.logText()}`);
+      await h.stopReplicator(replicator);
+      await writer.close();
+      await assertRestoreMatches(h, directConfig(h), proxy.describe());
+    } finally {
+      await direct.close();
       await h.cleanup();
       await proxy.close();
     }

@@ -147,9 +147,9 @@ export async function applyWalIndexes(
 
 /**
  * Builds the error for a snapshot whose own WAL index is not stored (or, at a
- * point in time, not applied) as far as the snapshot requires. This happens
- * when walship stopped between storing a generation's first snapshot and the
- * segments after it.
+ * point in time, not applied) as far as the snapshot requires. walship stores
+ * those segments before the snapshot, so this takes segments lost or deleted
+ * since, or a snapshot written by a walship release that stored them after.
  */
 function incompleteSnapshotIndex(required: { key: string; index: number; offset: number }, reached: number, atTime: boolean): WalshipError {
   const advice = atTime

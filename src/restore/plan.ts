@@ -143,7 +143,12 @@ async function chooseGeneration(client: ReplicaClient, target: PlanTarget): Prom
   const restorable = nonEmpty.filter((l) => l.snapshots.length > 0);
   if (restorable.length === 0) {
     const latest = pickLatest(nonEmpty);
-    throw new WalshipError('NOT_FOUND', `no snapshots available in generation ${latest.generation} of ${client.location}, so nothing can be restored from it`);
+    // walship stores a generation's first segments before its first snapshot,
+    // so such a generation may still be starting: no backup exists yet.
+    throw new WalshipError(
+      'NO_GENERATION',
+      `no backups found in ${client.location}: generation ${latest.generation} has WAL segments but no snapshot yet, so nothing can be restored from it`,
+    );
   }
   if (target.timestamp !== undefined) return chooseGenerationAt(restorable, target.timestamp, client.location);
   return pickLatest(restorable);
