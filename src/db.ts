@@ -88,6 +88,8 @@ export class DB extends EventEmitter<DBEvents> {
   #lastCheckpoint: number;
   #blockedWarnedAt = 0;
   #checkpointRetryAt = 0;
+  // Mode of the checkpoint that could not finish and set #checkpointRetryAt.
+  #checkpointRetryMode: CheckpointMode | undefined;
   #syncMutex = new Mutex();
   #syncQueued = false;
   #coordinator = new Mutex();
@@ -539,8 +541,12 @@ export class DB extends EventEmitter<DBEvents> {
     if (!mode) return;
 
     // A checkpoint that could not finish, because a reader still uses old
-    // frames, is retried at most once a second rather than on every WAL change.
-    if (Date.now() < this.#checkpointRetryAt) {
+    // frames or a commit came meanwhile, is retried at most once a second
+    // rather than on every WAL change. A RESTART due after an unfinished
+    // PASSIVE runs at once: the PASSIVE's delay would let the WAL grow past
+    // max-checkpoint-page-count meanwhile.
+    const restartAfterPassive = mode === 'RESTART' && this.#checkpointRetryMode === 'PASSIVE';
+    if (Date.now() < this.#checkpointRetryAt && !restartAfterPassive) {
       // Without this, a quiet database would wait for its next write or poll.
       this.#scheduleTick(this.#checkpointRetryAt - Date.now());
       return;
@@ -552,7 +558,10 @@ export class DB extends EventEmitter<DBEvents> {
       return;
     }
     const result = await this.#coordinator.tryRun(() => this.checkpoint(mode));
-    if (result && !this.#complete) this.#checkpointRetryAt = Date.now() + 1000;
+    if (result && !this.#complete) {
+      this.#checkpointRetryAt = Date.now() + 1000;
+      this.#checkpointRetryMode = mode;
+    }
   }
 
   /**
@@ -579,12 +588,15 @@ export class DB extends EventEmitter<DBEvents> {
     if (!conn || !this.#shadow) return undefined;
 
     await this.#capture(true);
+    // walship's next read transaction starts at or past these frames, so a
+    // checkpoint that backfills fewer was held back by another connection.
+    const copied = { index: this.#shadow.index, frames: this.#shadow.frameCount };
     const started = Date.now();
     const { result, lost } = mode === 'PASSIVE' ? this.#checkpointPassive(conn) : this.#checkpointBlockingWriters(conn);
 
     this.#lastCheckpoint = Date.now();
     this.emit('checkpoint', mode, Date.now() - started, result);
-    this.#warnIfBlocked(mode, result);
+    if (this.#shadow?.index === copied.index) this.#warnIfBlocked(mode, result, copied.frames);
     this.log.info(
       { mode, busy: result?.busy, log: result?.log, checkpointed: result?.checkpointed, pos: formatPos(this.pos()), elapsed: `${Date.now() - started}ms` },
       'checkpoint',
@@ -682,11 +694,14 @@ export class DB extends EventEmitter<DBEvents> {
     return verdict.kind === 'new-generation' ? 'wal overwritten during checkpoint' : undefined;
   }
 
-  // Warns, at most once a minute, when a checkpoint left frames in the WAL:
-  // another connection's read transaction still uses them, so the WAL grows
-  // until that reader ends. walship keeps shipping meanwhile.
-  #warnIfBlocked(mode: CheckpointMode, result: CheckpointResult | undefined): void {
-    if (!result || (result.busy === 0 && result.checkpointed >= result.log)) return;
+  // Warns, at most once a minute, when a checkpoint backfilled fewer than
+  // `copiedFrames`, the frames walship had copied before it began: another
+  // connection's read transaction still uses them, so the WAL grows until
+  // that reader ends. walship keeps shipping meanwhile. Frames committed
+  // after walship's read transaction began are left for the next checkpoint
+  // and are no reason to warn.
+  #warnIfBlocked(mode: CheckpointMode, result: CheckpointResult | undefined, copiedFrames: number): void {
+    if (!result || result.checkpointed >= copiedFrames) return;
     // A log of -1 means the checkpoint never started, because another
     // connection held the write lock or ran a checkpoint: no reader is to blame.
     if (result.log < 0) return;

@@ -7,8 +7,8 @@ import type { PlanTarget } from '../restore/plan.js';
 
 /**
  * Picks, among the replicas of one database, the one whose restore would
- * start from the newest backup, as Litestream v0.3 does when no replica is
- * named. Each replica is planned as the restore would plan it. The plan whose
+ * start from the newest backup. Each replica is planned as the restore would
+ * plan it. The plan whose
  * generation has the newest object wins, and a tie keeps the earlier replica.
  * A replica that cannot be read is logged and passed over. When none can be
  * read, the first replica's error is thrown.
