@@ -195,5 +195,5 @@ export function decodeSnapshotHeaderPayload(payload: Buffer): SnapshotHeader | u
   return undefined;
 }
 
-/** Bytes at the start of a snapshot object that contain its info frame, when it has one. */
+/** Bytes at the start of a snapshot object that contain its header frame, when it has one. */
 export const SNAPSHOT_HEADER_FRAME_SIZE = 8 + SNAPSHOT_V2_PAYLOAD_SIZE;

@@ -5,7 +5,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 import type { DatabaseConfig } from './config.js';
-import { WalshipError } from './errors.js';
+import { WalshipError, hasSqliteCode } from './errors.js';
 import { isGeneration, MAX_INDEX } from './keys.js';
 import type { Logger } from './logger.js';
 import { Mutex } from './mutex.js';
@@ -26,7 +26,7 @@ import type { Connections, CheckpointMode, CheckpointResult } from './sqlite.js'
  */
 const WATCHED_POLL_MS = 1000;
 
-/** Maximum wait of a RESTART checkpoint for the write lock, in ms. Readers are not waited for: see #checkpointBlockingWriters. */
+/** Maximum wait of a RESTART checkpoint for the write lock, in ms. It does not wait for readers (see #checkpointBlockingWriters). */
 const RESTART_BUSY_TIMEOUT_MS = 100;
 
 /** Source of a snapshot: the database file, read through walship's long-lived descriptor. */
@@ -658,7 +658,7 @@ export class DB extends EventEmitter<DBEvents> {
     try {
       outcome = conn.withWriteLock(Math.min(RESTART_BUSY_TIMEOUT_MS, this.config.busyTimeout), () => this.#checkpointPassive(conn));
     } catch (err) {
-      if (!isBusyError(err)) throw err;
+      if (!hasSqliteCode(err, 'SQLITE_BUSY')) throw err;
       return { result: { busy: 1, log: -1, checkpointed: -1 } };
     }
 
@@ -720,7 +720,7 @@ export class DB extends EventEmitter<DBEvents> {
     try {
       return conn.checkpoint();
     } catch (err) {
-      this.log.warn({ err }, 'checkpoint failed');
+      this.log.warn({ err, pos: formatPos(this.pos()) }, 'checkpoint failed');
       return undefined;
     }
   }
@@ -791,11 +791,6 @@ function isCompleteCheckpoint(
   if (!result || result.busy !== 0 || result.log !== result.checkpointed) return false;
   if (!headerBefore || !headerAfter) return !headerAfter && shadow.frameCount === 0;
   return headerBefore.equals(headerAfter) && shadow.frameCount === result.log;
-}
-
-/** Reports whether an error is SQLite's SQLITE_BUSY or one of its extended codes. */
-function isBusyError(err: unknown): boolean {
-  return String((err as { code?: unknown } | undefined)?.code ?? '').startsWith('SQLITE_BUSY');
 }
 
 /**

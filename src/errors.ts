@@ -45,6 +45,15 @@ export function hasCode(err: unknown, code: WalshipErrorCode): boolean {
 }
 
 /**
+ * Reports whether `err` is a SQLite error whose code is one of `codes` or one
+ * of their extended codes (SQLITE_BUSY also matches SQLITE_BUSY_SNAPSHOT).
+ */
+export function hasSqliteCode(err: unknown, ...codes: string[]): boolean {
+  const code = String((err as { code?: unknown } | undefined)?.code ?? '');
+  return codes.some((base) => code === base || code.startsWith(`${base}_`));
+}
+
+/**
  * Returns an error's message, including the messages of its causes. A
  * WalshipError's message already states its cause, so the chain stops there.
  */

@@ -73,7 +73,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
   // so lag keeps counting from what is really stored.
   #confirmed: Pos = ZERO_POS;
   // Segments stored before their generation's first snapshot, reported once it is stored.
-  #heldReports: Upload[] | undefined;
+  #unreportedUploads: Upload[] | undefined;
   #mutex = new Mutex();
   #timer: NodeJS.Timeout | undefined;
   #dirty = false;
@@ -370,7 +370,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
     this.#pos = upload.post;
     this.#confirmed = upload.post;
     this.#savePosition();
-    if (this.#heldReports !== undefined) this.#heldReports.push(upload);
+    if (this.#unreportedUploads !== undefined) this.#unreportedUploads.push(upload);
     else this.#report(upload);
   }
 
@@ -519,7 +519,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         this.#confirmed = this.#pos;
         // Segments an earlier attempt stored may be cut at other offsets.
         await this.#trimAfter(this.#pos);
-        this.#heldReports = [];
+        this.#unreportedUploads = [];
       }
 
       let stats: ShipStats;
@@ -529,7 +529,7 @@ export class Replica extends EventEmitter<ReplicaEvents> {
         const header = { takenAt: Date.now(), walOffset: source.walOffset };
         stats = await this.#pool.putSnapshot({ client: this.config.client, key, fd: source.fd, size: source.size, header });
       } catch (err) {
-        this.#heldReports = undefined;
+        this.#unreportedUploads = undefined;
         throw err;
       }
 
@@ -539,9 +539,9 @@ export class Replica extends EventEmitter<ReplicaEvents> {
       );
       this.emit('upload', 'snapshot', stats.rawBytes, stats.storedBytes, stats.elapsedMs);
       this.emit('snapshot', source.generation, source.index, stats.rawBytes);
-      const held = this.#heldReports ?? [];
-      this.#heldReports = undefined;
-      for (const upload of held) this.#report(upload);
+      const unreported = this.#unreportedUploads ?? [];
+      this.#unreportedUploads = undefined;
+      for (const upload of unreported) this.#report(upload);
     });
   }
 }

@@ -44,7 +44,7 @@ export function checkSqliteVersion(): void {
  * - Two read-only connections take turns holding the long-running read
  *   transaction that stops anyone else from checkpointing past frames walship
  *   has not copied. To move that transaction to a newer snapshot without a
- *   moment in which walship holds none, the idle connection begins its read
+ *   moment in which walship has none, the idle connection begins its read
  *   before the busy one ends its own (`beginNextRead`, `endPreviousRead`).
  *   They are closed last: SQLite deletes the WAL when the last connection
  *   closes after a full checkpoint, but a read-only connection cannot

@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 
-import { WalshipError } from '../errors.js';
+import { WalshipError, hasSqliteCode } from '../errors.js';
 import { formatIndex, formatPos } from '../pos.js';
 import type { Pos } from '../pos.js';
 import type { ShipPool } from '../pool.js';
@@ -86,7 +86,7 @@ export interface ApplyOptions {
   /**
    * How far the snapshot's own index must be applied, from the snapshot's
    * header: SQLite may have checkpointed frames up to there into the database
-   * file while walship read it. A restore that ends short of it rejects.
+   * file while walship read it. A restore that ends short of it is rejected.
    */
   required?: { key: string; index: number; offset: number };
 }
@@ -294,7 +294,7 @@ function checkpointWal(dbPath: string, plan: WalIndexPlan): void {
     try {
       [result] = db.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number; log: number; checkpointed: number }>;
     } catch (err) {
-      if (!isCorruptionError(err)) throw err;
+      if (!hasSqliteCode(err, 'SQLITE_CORRUPT', 'SQLITE_NOTADB')) throw err;
       throw new WalshipError('CORRUPT_REPLICA', `WAL index ${formatIndex(plan.index)} does not apply to the database restored so far: ${(err as Error).message}`, { cause: err });
     }
     if (result === undefined || result.busy !== 0) {
@@ -303,12 +303,6 @@ function checkpointWal(dbPath: string, plan: WalIndexPlan): void {
   } finally {
     db.close();
   }
-}
-
-/** Reports whether SQLite rejected a file as damaged or as no database (SQLITE_CORRUPT, SQLITE_NOTADB and their extended codes). */
-function isCorruptionError(err: unknown): boolean {
-  const code = String((err as { code?: unknown } | undefined)?.code ?? '');
-  return code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB');
 }
 
 /** Runs `PRAGMA integrity_check` and rejects with CORRUPT_REPLICA unless it returns "ok". */
@@ -320,7 +314,7 @@ export function checkIntegrity(dbPath: string, generation: string): void {
     problems = (db.pragma('integrity_check', { simple: false }) as Array<{ integrity_check: string }>).map((row) => row.integrity_check);
   } catch (err) {
     // A file damaged badly enough makes the check itself fail instead of listing problems.
-    if (!isCorruptionError(err)) throw err;
+    if (!hasSqliteCode(err, 'SQLITE_CORRUPT', 'SQLITE_NOTADB')) throw err;
     problems = [(err as Error).message];
   } finally {
     db.close();
